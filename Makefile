@@ -1,0 +1,34 @@
+# fer: set-up, tests and the end-to-end demo. Every target sets up what it needs itself.
+PY      ?= python3
+VENV    := .venv
+VPY     := $(VENV)/bin/python
+STAMP   := $(VENV)/.installed
+DEMO    ?= demo
+PYTEST_ARGS ?=
+
+.PHONY: setup test test-fast demo face-model clean-demo
+
+setup: $(STAMP) face-model
+
+# Re-install only when the declared dependencies change.
+$(STAMP): pyproject.toml
+	test -x $(VPY) || $(PY) -m venv $(VENV)
+	$(VPY) -m pip install -q --upgrade pip
+	$(VPY) -m pip install -q -e '.[dev]'
+	touch $(STAMP)
+
+# The BlazeFace short-range model, checksum-verified, into ~/.cache/fer/models/.
+face-model: $(STAMP)
+	$(VPY) -m fer.data.face_model
+
+test: setup
+	$(VPY) -m pytest $(PYTEST_ARGS)
+
+test-fast: setup
+	$(VPY) -m pytest -m "not slow" -x -q $(PYTEST_ARGS)
+
+demo: setup
+	$(VPY) -m fer.demo --out $(DEMO)
+
+clean-demo:
+	rm -rf $(DEMO)
