@@ -107,6 +107,7 @@ def save_entry(path: Path, *, frames: np.ndarray, keypoints: np.ndarray, audio: 
             np.savez(fh, frames=frames, keypoints=keypoints, audio=audio, meta=np.array(meta_json))
             fh.flush()
             os.fsync(fh.fileno())
+        os.chmod(tmp, 0o644)  # mkstemp makes it private; entries are read by other tools
         os.replace(tmp, path)
     except BaseException:
         Path(tmp).unlink(missing_ok=True)
