@@ -15,18 +15,44 @@ from pathlib import Path
 import click
 
 DEFAULT_CACHE = os.environ.get("FER_CACHE_DIR") or str(Path.home() / ".cache" / "fer")
+DEFAULT_ABLATIONS = Path(__file__).resolve().parent / "ablations.yaml"
+DEFAULT_STORAGE = "runs/ledger.journal"
+DEFAULT_TRACKING = os.environ.get("MLFLOW_TRACKING_URI") or "sqlite:///mlflow.db"
 
 
-def _fail_config(exc) -> None:
+def _fail_config(exc, source: str = "") -> None:
     """Print every configuration error with its key path and exit 2."""
+    prefix = f"{source}: " if source else ""
     for path, msg in exc.errors:
-        click.echo(f"error: {path}: {msg}", err=True)
+        click.echo(f"error: {prefix}{path}: {msg}", err=True)
     sys.exit(2)
 
 
+def _load_ablations(path: Path):
+    from studies.spec import SpecError, load_ablations
+
+    try:
+        return load_ablations(path)
+    except SpecError as exc:
+        _fail_config(exc, exc.source)
+
+
+def _int_list(text: str | None) -> list[int] | None:
+    if text is None:
+        return None
+    try:
+        return [int(x) for x in text.split(",") if x.strip()]
+    except ValueError:
+        raise click.BadParameter(f"expected comma-separated integers, got {text!r}") from None
+
+
 @click.group(context_settings={"help_option_names": ["-h", "--help"]})
-def cli() -> None:
+@click.option("--ablations", type=click.Path(path_type=Path, dir_okay=False), default=DEFAULT_ABLATIONS,
+              show_default="ablations.yaml beside runner.py", help="The declared studies and searches.")
+@click.pass_context
+def cli(ctx, ablations) -> None:
     """fer: ablation studies for audio-visual emotion recognition on RAVDESS."""
+    ctx.obj = {"ablations": ablations}
 
 
 @cli.command()
@@ -117,6 +143,70 @@ def profile(preset, assignments, batch, precision, as_json) -> None:
         click.echo(json.dumps(result))
     else:
         render_profile(result)
+
+
+@cli.command("studies")
+@click.pass_context
+def list_studies(ctx) -> None:
+    """List the declared studies and searches."""
+    spec = _load_ablations(ctx.obj["ablations"])
+    for name, st in spec.studies.items():
+        axes = ", ".join(f"{p} ({len(v)})" for p, v in st.axes.items())
+        click.echo(f"study   {name:<14} {st.description}\n        axes: {axes}")
+    for name, se in spec.searches.items():
+        click.echo(f"search  {name:<14} {se.description}\n        {se.trials} trials over "
+                   f"{', '.join(se.space)}; folds {se.folds}")
+
+
+@cli.command()
+@click.argument("name")
+@click.option("--data-root", type=click.Path(path_type=Path, exists=True, file_okay=False),
+              default=os.environ.get("FER_DATA_ROOT"), help="RAVDESS folder ($FER_DATA_ROOT).")
+@click.option("--cache", "cache_dir", type=click.Path(path_type=Path), default=DEFAULT_CACHE,
+              show_default="$FER_CACHE_DIR or ~/.cache/fer")
+@click.option("--folds", "folds_text", default=None, help="Comma-separated fold indices (default: the study's).")
+@click.option("--seeds", "seeds_text", default=None, help="Comma-separated seeds (default: the study's).")
+@click.option("--preset", default=None, help="Preset replacing the declared default.")
+@click.option("--set", "assignments", multiple=True, metavar="KEY=VALUE", help="Override a config field.")
+@click.option("--max-epochs", type=click.IntRange(1), default=None)
+@click.option("--storage", default=DEFAULT_STORAGE, show_default=True,
+              help="Ledger: a journal file path (one machine) or an RDB URL (several machines).")
+@click.option("--tracking-uri", default=DEFAULT_TRACKING, show_default="$MLFLOW_TRACKING_URI or sqlite:///mlflow.db")
+@click.option("--retries", type=click.IntRange(0), default=1, show_default=True,
+              help="How often a unit that raised is tried again.")
+@click.option("--no-feature-cache", is_flag=True, help="Recompute frozen encoders every epoch.")
+@click.option("--dry-run", is_flag=True, help="Print the unit table and run nothing.")
+@click.pass_context
+def study(ctx, name, data_root, cache_dir, folds_text, seeds_text, preset, assignments, max_epochs,
+          storage, tracking_uri, retries, no_feature_cache, dry_run) -> None:
+    """Train every cell of study NAME on its folds and seeds (resumable; several workers may share it)."""
+    from fer.config import ConfigError, parse_assignments
+    from studies.engine import StudyOptions, plan
+
+    spec = _load_ablations(ctx.obj["ablations"])
+    try:
+        opts = StudyOptions(data_root=data_root, cache_dir=cache_dir, folds=_int_list(folds_text),
+                            seeds=_int_list(seeds_text), preset=preset,
+                            overrides=parse_assignments(assignments), max_epochs=max_epochs,
+                            storage=storage, tracking_uri=tracking_uri, retries=retries,
+                            feature_cache=not no_feature_cache)
+        cells, units = plan(name, spec, opts)
+    except KeyError as exc:
+        click.echo(f"error: {exc.args[0]}", err=True)
+        sys.exit(2)
+    except ConfigError as exc:
+        _fail_config(exc)
+    if dry_run:
+        from studies.cli import print_unit_table
+
+        print_unit_table(name, units, storage)
+        return
+    from studies.engine import run_study
+
+    done = run_study(name, spec, opts, echo=click.echo)
+    click.echo(f"[{name}] this worker: {done['finished']} finished, {done['failed']} failed, "
+               f"{done['reclaimed']} reclaimed from dead workers. Results: mlflow ui "
+               f"(python runner.py ui), report: python runner.py report {name}")
 
 
 if __name__ == "__main__":

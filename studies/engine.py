@@ -1,0 +1,212 @@
+"""Run a declared study: enqueue its units in the ledger, claim them one by one, train, log.
+
+Any number of workers may run ``run_study`` on the same study and storage at once, on one
+machine (journal file) or several (RDB URL): each unit is claimed by exactly one of them. Running
+it again resumes: finished units are skipped, units of dead workers are re-run, failed units are
+retried up to ``retries`` times. A unit that raises (or hits a NaN loss) is marked FAILED in the
+ledger and in MLflow, with the reason, and the study goes on.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import statistics
+import traceback
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Callable
+
+from studies.grid import Cell, Unit, expand_cells, resolve_folds, study_units
+from studies.ledger import Ledger
+
+SUMMARY_METRICS = ("test/war", "test/uar", "test/f1")
+
+
+@dataclass
+class StudyOptions:
+    """What the ``study`` command line says, beyond the study's declaration."""
+
+    data_root: Path | None = None
+    cache_dir: Path = Path.home() / ".cache" / "fer"
+    folds: list[int] | None = None
+    seeds: list[int] | None = None
+    preset: str | None = None
+    overrides: dict[str, Any] = field(default_factory=dict)
+    max_epochs: int | None = None
+    storage: str = "runs/ledger.journal"
+    tracking_uri: str = "sqlite:///mlflow.db"
+    retries: int = 1
+    lease: float = 120.0
+    feature_cache: bool = True
+    prepare_workers: int = 1
+
+
+def data_manifest(data_root: Path | None, vocal_channel: str) -> str:
+    """Hash of the clip list (ids, file names and sizes): a changed dataset makes new units."""
+    if data_root is None:
+        return "no-data"
+    from fer.data.ravdess import scan_dataset
+
+    index = scan_dataset(Path(data_root), vocal_channel)
+    rows = []
+    for clip in index.clips:
+        files = [p for p in (clip.video_path, clip.audio_path) if p is not None]
+        rows.append([clip.clip_id] + [[p.name, p.stat().st_size] for p in files])
+    return hashlib.sha256(json.dumps(rows).encode()).hexdigest()[:16]
+
+
+def plan(name: str, ablations, opts: StudyOptions) -> tuple[list[Cell], list[Unit]]:
+    """The cells and units of study ``name`` under these options (no side effects).
+
+    Raises:
+        KeyError: unknown study (the message lists the declared ones).
+        ConfigError: bad overrides, axis values, folds.
+    """
+    if name not in ablations.studies:
+        known = ", ".join(sorted(ablations.studies)) or "(none)"
+        raise KeyError(f"unknown study {name!r}; declared studies: {known}")
+    spec = ablations.studies[name]
+    cells = expand_cells(spec, ablations.defaults, preset=opts.preset, overrides=opts.overrides)
+    cfg0 = cells[0].config
+    folds = resolve_folds(opts.folds if opts.folds is not None else spec.folds, cfg0.data.protocol)
+    seeds = opts.seeds if opts.seeds is not None else spec.seeds
+    manifest = data_manifest(opts.data_root, cfg0.data.vocal_channel)
+    return cells, study_units(name, cells, folds, seeds, manifest)
+
+
+def unit_table(ledger: Ledger | None, units: list[Unit]) -> list[dict[str, Any]]:
+    """Rows (cell, fold, seed, status, key) for ``--dry-run``."""
+    status = ledger.status([u.key for u in units]) if ledger else {}
+    return [{"cell": u.cell.name, "fold": u.fold, "seed": u.seed,
+             "status": status.get(u.key, "new"), "key": u.key} for u in units]
+
+
+def _default_run_fn():
+    from fer.train.run import run_unit
+
+    return run_unit
+
+
+class _Tracker:
+    """The MLflow side of a study: experiment, one parent run per cell, one run per unit."""
+
+    def __init__(self, study: str, tracking_uri: str, ledger: Ledger):
+        from mlflow import MlflowClient
+
+        from fer.tracking import ensure_experiment, git_commit
+
+        self.client = MlflowClient(tracking_uri=tracking_uri)
+        self.experiment_id = ensure_experiment(self.client, study)
+        self.study = study
+        self.ledger = ledger
+        self.commit = git_commit()
+
+    def parent(self, cell: Cell) -> str:
+        """The cell's parent run id, created once and remembered in the ledger."""
+        key = f"parent:{cell.name}"
+        with self.ledger.lock():
+            run_id = self.ledger.get_study_attr(key)
+            if run_id is None:
+                run = self.client.create_run(
+                    self.experiment_id, run_name=cell.name,
+                    tags={"study": self.study, "cell": cell.name, "kind": "cell",
+                          "axes": json.dumps(cell.axes), "git_commit": self.commit})
+                run_id = run.info.run_id
+                self.ledger.set_study_attr(key, run_id)
+        return run_id
+
+    def start(self, unit: Unit, trial) -> str:
+        from fer.config import flatten
+        from fer.tracking import start_unit_run
+
+        tags = {"study": unit.study, "cell": unit.cell.name, "fold": str(unit.fold),
+                "seed": str(unit.seed), "protocol": unit.cell.config.data.protocol,
+                "unit_key": unit.key, "git_commit": self.commit, "kind": "unit",
+                "axes": json.dumps(unit.cell.axes), "ledger_trial": str(trial.number),
+                "ledger_storage": self.ledger.storage_path}
+        return start_unit_run(self.client, self.experiment_id, parent_run_id=self.parent(unit.cell),
+                              tags=tags, params=flatten(unit.cell.config), run_name=unit.label)
+
+    def fail(self, run_id: str, reason: str, status: str = "FAILED") -> None:
+        self.client.set_tag(run_id, "fail_reason", reason[:5000])
+        self.client.set_terminated(run_id, status)
+
+    def summarise_cell(self, cell: Cell, units: list[Unit]) -> None:
+        """When every unit of the cell is finished, its parent gets mean and std of test metrics."""
+        from mlflow.entities import Metric
+        from optuna.trial import TrialState
+
+        trials = self.ledger.by_key()
+        done = []
+        for u in units:
+            finished = [t for t in trials.get(u.key, []) if t.state == TrialState.COMPLETE]
+            if not finished:
+                return
+            done.append(finished[0].user_attrs.get("test_metrics", {}))
+        now = 0
+        metrics = []
+        for name in SUMMARY_METRICS:
+            values = [d[name] for d in done if name in d]
+            if not values:
+                continue
+            std = statistics.stdev(values) if len(values) > 1 else 0.0
+            metrics += [Metric(f"{name}_mean", statistics.fmean(values), now, 0),
+                        Metric(f"{name}_std", std, now, 0)]
+        metrics.append(Metric("n_units", float(len(done)), now, 0))
+        parent = self.parent(cell)
+        self.client.log_batch(parent, metrics=metrics)
+        self.client.set_terminated(parent, "FINISHED")
+
+
+def run_study(name: str, ablations, opts: StudyOptions, *,
+              run_fn: Callable[..., Any] | None = None, echo: Callable[[str], None] = print) -> dict:
+    """Train every unclaimed unit of study ``name``; returns counts of what this worker did."""
+    import math
+
+    cells, units = plan(name, ablations, opts)
+    if opts.data_root is None:
+        raise ValueError("a study needs --data-root (a RAVDESS folder or the synthetic one)")
+    run_fn = run_fn or _default_run_fn()
+    ledger = Ledger(opts.storage, f"ledger:{name}", lease=opts.lease)
+    tracker = _Tracker(name, opts.tracking_uri, ledger)
+    by_key = {u.key: u for u in units}
+    units_of_cell = {c.name: [u for u in units if u.cell.name == c.name] for c in cells}
+    done = {"finished": 0, "failed": 0, "reclaimed": 0}
+    while True:
+        for trial in ledger.sync(units, opts.retries):
+            done["reclaimed"] += 1
+            run_id = trial.user_attrs.get("mlflow_run_id")
+            if run_id:
+                tracker.fail(run_id, "worker lost (process died or heartbeat expired)", "KILLED")
+        trial = ledger.claim(set(by_key))
+        if trial is None:
+            break
+        unit = by_key[trial.user_attrs["unit_key"]]
+        run_id = tracker.start(unit, trial)
+        ledger.set_attrs(trial, mlflow_run_id=run_id)
+        echo(f"[{name}] {unit.label}: training (mlflow run {run_id})")
+        from fer.tracking import UnitLogger, log_unit_result
+
+        try:
+            with ledger.heartbeat(trial):
+                result = run_fn(unit.cell.config, data_root=opts.data_root, cache_dir=opts.cache_dir,
+                                fold=unit.fold, seed=unit.seed,
+                                callback=UnitLogger(tracker.client, run_id),
+                                max_epochs=opts.max_epochs)
+                val = float(result.metrics.get("val/uar_best", float("nan")))
+                log_unit_result(tracker.client, run_id, result, config=unit.cell.config)
+        except Exception as exc:  # a unit's failure must not stop the study
+            reason = f"{type(exc).__name__}: {exc}"
+            echo(f"[{name}] {unit.label}: FAILED: {reason}")
+            tracker.fail(run_id, reason + "\n" + traceback.format_exc())
+            ledger.fail(trial, reason)
+            done["failed"] += 1
+            continue
+        tracker.client.set_terminated(run_id, "FINISHED")
+        test = {k: float(v) for k, v in result.metrics.items() if k in SUMMARY_METRICS}
+        ledger.complete(trial, val if math.isfinite(val) else 0.0, test_metrics=test)
+        done["finished"] += 1
+        echo(f"[{name}] {unit.label}: test UAR {test.get('test/uar', float('nan')):.3f}")
+        tracker.summarise_cell(unit.cell, units_of_cell[unit.cell.name])
+    return done

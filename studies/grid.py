@@ -1,0 +1,124 @@
+"""A declared study -> cells (one per point of the grid) -> units (cell x fold x seed).
+
+Axes form a cartesian product, except axes listed together in a ``zip`` group, which vary in
+lockstep. A cell's name is a stable short string made of its axis values
+(``layers=2``, ``freeze=lora,init=random``), used as the MLflow ``cell`` tag and in reports.
+"""
+
+from __future__ import annotations
+
+import itertools
+from dataclasses import dataclass, field
+from typing import Any
+
+from fer.config import ConfigError, RunConfig, config_hash, resolve_config
+
+
+@dataclass(frozen=True)
+class Cell:
+    name: str
+    axes: dict[str, Any]
+    config: RunConfig = field(compare=False)
+
+
+@dataclass(frozen=True)
+class Unit:
+    """One training run of the study: a cell on one fold with one seed."""
+
+    study: str
+    cell: Cell
+    fold: int
+    seed: int
+    key: str  # hash of resolved config, fold, seed and data manifest
+
+    @property
+    def label(self) -> str:
+        return f"{self.cell.name}/fold{self.fold}/seed{self.seed}"
+
+
+def _fmt(value: Any) -> str:
+    if value is None:
+        return "none"
+    if isinstance(value, bool):
+        return str(value).lower()
+    if isinstance(value, float):
+        return f"{value:g}"
+    return str(value)
+
+
+def cell_name(axes: dict[str, Any]) -> str:
+    """``{"model.fusion.layers": 2}`` -> ``"layers=2"``; full paths where last parts collide."""
+    last = [p.rsplit(".", 1)[-1] for p in axes]
+    keys = [p if last.count(p.rsplit(".", 1)[-1]) > 1 else p.rsplit(".", 1)[-1] for p in axes]
+    return ",".join(f"{k}={_fmt(v)}" for k, v in zip(keys, axes.values()))
+
+
+def axis_points(axes: dict[str, list[Any]], zips: list[list[str]]) -> list[dict[str, Any]]:
+    """Every grid point as ``{path: value}``, in declaration order (first axis slowest)."""
+    zipped = {p for group in zips for p in group}
+    blocks: list[list[dict[str, Any]]] = []
+    seen_groups: set[int] = set()
+    for path in axes:
+        if path not in zipped:
+            blocks.append([{path: v} for v in axes[path]])
+            continue
+        gi = next(i for i, g in enumerate(zips) if path in g)
+        if gi in seen_groups:
+            continue
+        seen_groups.add(gi)
+        group = [p for p in axes if p in zips[gi]]
+        blocks.append([dict(zip(group, vals)) for vals in zip(*(axes[p] for p in group))])
+    return [dict(kv for d in combo for kv in d.items()) for combo in itertools.product(*blocks)]
+
+
+def expand_cells(spec, defaults, *, preset: str | None = None,
+                 overrides: dict[str, Any] | None = None) -> list[Cell]:
+    """Resolve every cell's full config.
+
+    Precedence: preset < defaults.overrides < study overrides < CLI overrides < axis values.
+
+    Raises:
+        ConfigError: every bad axis path or value, with the path.
+    """
+    base = {**defaults.overrides, **spec.overrides, **(overrides or {})}
+    clash = sorted(set(overrides or {}) & set(spec.axes))
+    if clash:
+        raise ConfigError([(p, "is an axis of this study; it cannot also be overridden") for p in clash])
+    cells, errors = [], []
+    for point in axis_points(spec.axes, spec.zip):
+        try:
+            cfg = resolve_config(preset or defaults.preset, {**base, **point})
+        except ConfigError as exc:
+            errors.extend(e for e in exc.errors if e not in errors)
+            continue
+        cells.append(Cell(cell_name(point), point, cfg))
+    if errors:
+        raise ConfigError(errors)
+    return cells
+
+
+def resolve_folds(folds, protocol: str) -> list[int]:
+    """``"all"`` -> every fold index of the protocol; a list is checked against it."""
+    from fer.data.protocols import get_protocol
+
+    n = len(get_protocol(protocol).folds(list(range(1, 25))))
+    wanted = list(range(n)) if folds == "all" else list(folds)
+    bad = [f for f in wanted if not 0 <= f < n]
+    if bad:
+        raise ConfigError([("folds", f"{bad} out of range: protocol {protocol!r} has folds 0..{n - 1}")])
+    return wanted
+
+
+def unit_key(cfg: RunConfig, fold: int, seed: int, data_manifest: str) -> str:
+    return config_hash(cfg, {"fold": fold, "seed": seed, "data": data_manifest})
+
+
+def study_units(study: str, cells: list[Cell], folds: list[int], seeds: list[int],
+                data_manifest: str) -> list[Unit]:
+    """Cells x folds x seeds, cell-major so a cell's folds finish close together."""
+    return [
+        Unit(study, cell, fold, seed, unit_key(cell.config, fold, seed, data_manifest))
+        for cell in cells
+        for fold in folds
+        for seed in seeds
+    ]

@@ -1,0 +1,257 @@
+"""The study ledger: every unit is a trial of an Optuna study in a shared storage.
+
+Why Optuna storage: its trial states give an atomic claim (WAITING -> RUNNING succeeds for exactly
+one process), on a journal file for several processes on one machine and on an RDB
+(``sqlite:///``, ``postgresql://``, ``mysql://``) for several machines. The optimisation side of
+Optuna is not used here; a trial is just a unit with its key in ``user_attrs``.
+
+Trial states mean:
+    WAITING   enqueued, not yet claimed
+    RUNNING   claimed by a worker, which renews a ``heartbeat`` attribute every few seconds
+    COMPLETE  trained and logged (value = best validation UAR, never test)
+    FAIL      raised, hit a NaN loss, or its worker died (``fail_reason`` says which)
+    PRUNED    a duplicate claim of a unit another trial already owns (multi-machine race)
+
+A RUNNING trial is stale when its worker's process is gone (same host) or its heartbeat is older
+than the lease: the next ``sync`` fails it with reason ``worker lost`` and enqueues the unit again,
+without counting it against ``--retries``.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import fcntl
+import os
+import socket
+import threading
+import time
+from pathlib import Path
+from typing import Any, Iterator
+
+WORKER_LOST = "worker lost"
+
+
+def open_storage(storage: str):
+    """A file path -> journal file storage; a URL -> RDB storage."""
+    import optuna
+
+    if "://" in storage:
+        return optuna.storages.RDBStorage(storage)
+    path = Path(storage)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    from optuna.storages.journal import JournalFileBackend, JournalStorage
+
+    return JournalStorage(JournalFileBackend(str(path)))
+
+
+def _pid_alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
+
+
+class Ledger:
+    """Units of one study in an Optuna storage.
+
+    Args:
+        storage: journal file path or RDB URL.
+        name: the Optuna study name (``ledger:<study>`` for studies).
+        lease: seconds without a heartbeat after which a RUNNING trial counts as stale.
+    """
+
+    def __init__(self, storage: str, name: str, *, lease: float = 120.0):
+        import optuna
+
+        optuna.logging.set_verbosity(optuna.logging.WARNING)
+        self.storage_path = storage
+        self.storage = open_storage(storage)
+        self.study = optuna.create_study(study_name=name, storage=self.storage, load_if_exists=True,
+                                         direction="maximize")
+        self.study_id = self.study._study_id
+        self.lease = lease
+        self.host = socket.gethostname()
+        self.worker = f"{self.host}:{os.getpid()}"
+
+    # -- reading -------------------------------------------------------------------------------
+    def trials(self) -> list:
+        return self.study.get_trials(deepcopy=False)
+
+    def by_key(self) -> dict[str, list]:
+        out: dict[str, list] = {}
+        for t in self.trials():
+            key = t.user_attrs.get("unit_key")
+            if key:
+                out.setdefault(key, []).append(t)
+        return out
+
+    def status(self, keys: list[str]) -> dict[str, str]:
+        """``finished``, ``running``, ``queued``, ``failed xN`` or ``new`` per unit key."""
+        from optuna.trial import TrialState
+
+        trials = self.by_key()
+        out = {}
+        for key in keys:
+            states = [t.state for t in trials.get(key, [])]
+            fails = sum(s == TrialState.FAIL for s in states)
+            if TrialState.COMPLETE in states:
+                out[key] = "finished"
+            elif TrialState.RUNNING in states:
+                out[key] = "running"
+            elif TrialState.WAITING in states:
+                out[key] = "queued" + (f" (failed x{fails})" if fails else "")
+            elif fails:
+                out[key] = f"failed x{fails}"
+            else:
+                out[key] = "new"
+        return out
+
+    # -- coordination --------------------------------------------------------------------------
+    @contextlib.contextmanager
+    def lock(self) -> Iterator[None]:
+        """Serialise enqueueing between processes sharing a journal file (one machine).
+
+        RDB storages span machines, where no file lock reaches: there a race can enqueue a unit
+        twice, and ``claim`` turns the later copy into a PRUNED duplicate.
+        """
+        if "://" in self.storage_path:
+            yield
+            return
+        with open(f"{self.storage_path}.ledger-lock", "a") as fh:
+            fcntl.flock(fh, fcntl.LOCK_EX)
+            try:
+                yield
+            finally:
+                fcntl.flock(fh, fcntl.LOCK_UN)
+
+    def _is_stale(self, trial) -> bool:
+        worker = trial.user_attrs.get("worker", "")
+        host, _, pid = worker.rpartition(":")
+        if host == self.host and pid.isdigit() and not _pid_alive(int(pid)):
+            return True
+        beat = trial.user_attrs.get("heartbeat")
+        started = trial.datetime_start.timestamp() if trial.datetime_start else time.time()
+        return time.time() - (beat if beat is not None else started) > self.lease
+
+    def reap_stale(self) -> list:
+        """Fail RUNNING trials whose worker is gone; returns them (their MLflow runs need closing)."""
+        from optuna.exceptions import UpdateFinishedTrialError
+        from optuna.trial import TrialState
+
+        reaped = []
+        for t in self.trials():
+            if t.state == TrialState.RUNNING and self._is_stale(t):
+                try:
+                    self.storage.set_trial_user_attr(t._trial_id, "fail_reason", WORKER_LOST)
+                    self.storage.set_trial_state_values(t._trial_id, TrialState.FAIL)
+                except UpdateFinishedTrialError:
+                    continue
+                reaped.append(t)
+        return reaped
+
+    def sync(self, units: list, retries: int) -> list:
+        """Enqueue every unit that has no live trial and may still run; returns reaped trials.
+
+        A unit is enqueued when it has never been tried, when its last worker died, or when it
+        failed at most ``retries`` times by raising.
+        """
+        from optuna.trial import TrialState
+
+        with self.lock():
+            reaped = self.reap_stale()
+            trials = self.by_key()
+            for unit in units:
+                states = trials.get(unit.key, [])
+                if any(t.state in (TrialState.COMPLETE, TrialState.RUNNING, TrialState.WAITING)
+                       for t in states):
+                    continue
+                crashes = sum(t.state == TrialState.FAIL and t.user_attrs.get("fail_reason") != WORKER_LOST
+                              for t in states)
+                if crashes <= retries:
+                    self.study.enqueue_trial({}, user_attrs=self.unit_attrs(unit))
+        return reaped
+
+    @staticmethod
+    def unit_attrs(unit) -> dict[str, Any]:
+        return {"unit_key": unit.key, "cell": unit.cell.name, "fold": unit.fold, "seed": unit.seed}
+
+    def claim(self, keys: set[str]):
+        """Atomically take one WAITING trial of ``keys``; None when there is none."""
+        from optuna.exceptions import UpdateFinishedTrialError
+        from optuna.trial import TrialState
+
+        for t in sorted(self.study.get_trials(deepcopy=False, states=(TrialState.WAITING,)),
+                        key=lambda t: t.number):
+            if t.user_attrs.get("unit_key") not in keys:
+                continue
+            try:
+                if not self.storage.set_trial_state_values(t._trial_id, TrialState.RUNNING):
+                    continue
+            except UpdateFinishedTrialError:
+                continue
+            self.storage.set_trial_user_attr(t._trial_id, "worker", self.worker)
+            self.storage.set_trial_user_attr(t._trial_id, "heartbeat", time.time())
+            if self._duplicate(t):
+                self.storage.set_trial_user_attr(t._trial_id, "duplicate", True)
+                self.storage.set_trial_state_values(t._trial_id, TrialState.PRUNED)
+                continue
+            return self.storage.get_trial(t._trial_id)
+        return None
+
+    def _duplicate(self, trial) -> bool:
+        from optuna.trial import TrialState
+
+        key = trial.user_attrs["unit_key"]
+        for other in self.by_key().get(key, []):
+            if other.number == trial.number:
+                continue
+            if other.state == TrialState.COMPLETE:
+                return True
+            if other.state == TrialState.RUNNING and other.number < trial.number:
+                return True
+        return False
+
+    def set_attrs(self, trial, **attrs: Any) -> None:
+        for k, v in attrs.items():
+            self.storage.set_trial_user_attr(trial._trial_id, k, v)
+
+    def complete(self, trial, value: float, **attrs: Any) -> None:
+        from optuna.trial import TrialState
+
+        self.set_attrs(trial, **attrs)
+        self.storage.set_trial_state_values(trial._trial_id, TrialState.COMPLETE, values=[value])
+
+    def fail(self, trial, reason: str) -> None:
+        from optuna.trial import TrialState
+
+        self.set_attrs(trial, fail_reason=reason[:2000])
+        self.storage.set_trial_state_values(trial._trial_id, TrialState.FAIL)
+
+    @contextlib.contextmanager
+    def heartbeat(self, trial, every: float | None = None) -> Iterator[None]:
+        """Renew the trial's heartbeat from a background thread while the unit trains."""
+        every = every or self.lease / 4
+        stop = threading.Event()
+
+        def beat() -> None:
+            while not stop.wait(every):
+                with contextlib.suppress(Exception):
+                    self.storage.set_trial_user_attr(trial._trial_id, "heartbeat", time.time())
+
+        thread = threading.Thread(target=beat, name="ledger-heartbeat", daemon=True)
+        thread.start()
+        try:
+            yield
+        finally:
+            stop.set()
+            thread.join()
+
+    # -- study-level attributes (parent runs) ----------------------------------------------------
+    def get_study_attr(self, key: str) -> Any:
+        return self.storage.get_study_user_attrs(self.study_id).get(key)
+
+    def set_study_attr(self, key: str, value: Any) -> None:
+        self.storage.set_study_user_attr(self.study_id, key, value)
