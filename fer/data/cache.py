@@ -48,6 +48,11 @@ class PreparedClip:
     meta: dict
 
 
+def settings_dir(cache_dir: Path, settings_key: str) -> Path:
+    """``<cache>/prepared/<settings_key>``: the folder of every entry made with those settings."""
+    return Path(cache_dir) / "prepared" / settings_key
+
+
 def entry_path(cache_dir: Path, settings_key: str, clip_id: str) -> Path:
     """Where the entry for one clip under one set of preprocessing settings lives.
 
@@ -59,7 +64,7 @@ def entry_path(cache_dir: Path, settings_key: str, clip_id: str) -> Path:
     Returns:
         ``<cache>/prepared/<settings_key>/<clip_id>.npz``.
     """
-    return Path(cache_dir) / "prepared" / settings_key / f"{clip_id}.npz"
+    return settings_dir(cache_dir, settings_key) / f"{clip_id}.npz"
 
 
 def _check_arrays(frames: np.ndarray, keypoints: np.ndarray, audio: np.ndarray) -> str | None:

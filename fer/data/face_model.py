@@ -103,6 +103,24 @@ def _loads_in_detector(data: bytes) -> bool:
     return True
 
 
+def installed_face_model(model_dir: Path | None = None) -> Path | None:
+    """The model already on this machine, without any download.
+
+    Args:
+        model_dir: the model cache (default ``~/.cache/fer/models``).
+
+    Returns:
+        ``$FER_FACE_MODEL`` when set and present, else the cached model when its checksum is
+        right, else None.
+    """
+    configured = os.environ.get(ENV_VAR)
+    if configured:
+        path = Path(configured).expanduser()
+        return path if path.is_file() else None
+    cached = Path(model_dir or default_model_dir()) / MODEL_NAME
+    return cached if _cached_ok(cached) else None
+
+
 def fetch_official(timeout: float = 5.0) -> bytes:
     """Download the official float16 model.
 
