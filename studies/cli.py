@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-from pathlib import Path
-
 
 def print_unit_table(name: str, units: list, storage: str) -> None:
     """The dry-run table: one row per unit with its ledger status (``new`` without a ledger)."""
@@ -12,11 +10,9 @@ def print_unit_table(name: str, units: list, storage: str) -> None:
 
     from studies.engine import unit_table
 
-    ledger = None
-    if "://" in storage or Path(storage).exists():
-        from studies.ledger import Ledger
+    from studies.ledger import Ledger
 
-        ledger = Ledger(storage, f"ledger:{name}")
+    ledger = Ledger.existing(storage, f"ledger:{name}")
     rows = unit_table(ledger, units)
     table = Table(title=f"study {name}: {len(rows)} units")
     for col in ("cell", "fold", "seed", "status", "key"):

@@ -169,7 +169,8 @@ def run_study(name: str, ablations, opts: StudyOptions, *,
         raise ValueError("a study needs --data-root (a RAVDESS folder or the synthetic one)")
     run_fn = run_fn or _default_run_fn()
     ledger = Ledger(opts.storage, f"ledger:{name}", lease=opts.lease)
-    tracker = _Tracker(name, opts.tracking_uri, ledger)
+    with ledger.lock():  # workers starting together must not race to create the tracking store
+        tracker = _Tracker(name, opts.tracking_uri, ledger)
     by_key = {u.key: u for u in units}
     units_of_cell = {c.name: [u for u in units if u.cell.name == c.name] for c in cells}
     done = {"finished": 0, "failed": 0, "reclaimed": 0}

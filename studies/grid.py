@@ -46,11 +46,22 @@ def _fmt(value: Any) -> str:
     return str(value)
 
 
+def _short_keys(paths: list[str]) -> list[str]:
+    """The shortest trailing part of each dotted path that no other path ends with."""
+    keys = []
+    for path in paths:
+        parts = path.split(".")
+        for n in range(1, len(parts) + 1):
+            key = ".".join(parts[-n:])
+            if not any(o != path and (o == key or o.endswith("." + key)) for o in paths):
+                break
+        keys.append(key)
+    return keys
+
+
 def cell_name(axes: dict[str, Any]) -> str:
-    """``{"model.fusion.layers": 2}`` -> ``"layers=2"``; full paths where last parts collide."""
-    last = [p.rsplit(".", 1)[-1] for p in axes]
-    keys = [p if last.count(p.rsplit(".", 1)[-1]) > 1 else p.rsplit(".", 1)[-1] for p in axes]
-    return ",".join(f"{k}={_fmt(v)}" for k, v in zip(keys, axes.values()))
+    """``{"model.fusion.layers": 2}`` -> ``"layers=2"``; longer suffixes only where needed."""
+    return ",".join(f"{k}={_fmt(v)}" for k, v in zip(_short_keys(list(axes)), axes.values()))
 
 
 def axis_points(axes: dict[str, list[Any]], zips: list[list[str]]) -> list[dict[str, Any]]:

@@ -76,6 +76,17 @@ class Ledger:
         self.host = socket.gethostname()
         self.worker = f"{self.host}:{os.getpid()}"
 
+    @classmethod
+    def existing(cls, storage: str, name: str) -> "Ledger | None":
+        """The ledger if its storage and study exist already; None otherwise (nothing created)."""
+        import optuna
+
+        if "://" not in storage and not Path(storage).exists():
+            return None
+        if name not in optuna.study.get_all_study_names(open_storage(storage)):
+            return None
+        return cls(storage, name)
+
     # -- reading -------------------------------------------------------------------------------
     def trials(self) -> list:
         return self.study.get_trials(deepcopy=False)
