@@ -70,6 +70,7 @@ class PreparedClipDataset(Dataset):
                              "audio_feats; switch data.augment.audio_* off")
         self.entries = [Path(p) for p in entries]
         self.frames, self.size, self.samples = data_cfg.frames, data_cfg.size, audio_length(data_cfg)
+        self.sample_rate = data_cfg.sample_rate
         self.mean = torch.tensor(data_cfg.mean).view(1, 3, 1, 1)
         self.std = torch.tensor(data_cfg.std).view(1, 3, 1, 1)
         self.load_frames = load_frames and "visual_feats" not in self.features
@@ -96,13 +97,21 @@ class PreparedClipDataset(Dataset):
         if clip.audio.shape[0] != self.samples:
             raise CacheError(f"{path}: audio has {clip.audio.shape[0]} samples, the data config "
                              f"(data.audio_seconds * data.sample_rate) asks for {self.samples}")
-        missing = [k for k in ("clip_id", "emotion", "actor") if k not in clip.meta]
+        # Prepared entries keep the index's Clip fields under "clip" and their settings under
+        # "settings" (fer.data.prepare).
+        info, settings = clip.meta.get("clip", {}), clip.meta.get("settings", {})
+        missing = [f"clip.{k}" for k in ("clip_id", "emotion", "actor") if k not in info]
+        missing += [] if "sample_rate" in settings else ["settings.sample_rate"]
         if missing:
             raise CacheError(f"{path}: meta lacks {missing}")
-        label = clip.meta["emotion"]
+        if settings["sample_rate"] != self.sample_rate:
+            raise CacheError(f"{path}: audio prepared at {settings['sample_rate']} Hz, the data "
+                             f"config (data.sample_rate) asks for {self.sample_rate} Hz")
+        label = info["emotion"]
         if not (isinstance(label, int) and 0 <= label < len(EMOTIONS)):
-            raise CacheError(f"{path}: meta emotion {label!r} is not an index in 0..{len(EMOTIONS) - 1}")
-        return str(clip.meta["clip_id"]), label, int(clip.meta["actor"])
+            raise CacheError(f"{path}: meta clip.emotion {label!r} is not an index in "
+                             f"0..{len(EMOTIONS) - 1}")
+        return str(info["clip_id"]), label, int(info["actor"])
 
     def __getitem__(self, index: int) -> dict:
         path = self.entries[index]

@@ -32,6 +32,12 @@ def blob_entry(rng: np.random.Generator):
     return frames, keypoints
 
 
+def meta(cid: str, emotion: int, actor: int, rate: int = RATE) -> dict:
+    """What fer.data.prepare stores: the Clip fields and the preprocessing settings."""
+    return {"clip": {"clip_id": cid, "emotion": emotion, "actor": actor, "vocal_channel": "speech"},
+            "settings": {"frames": T, "size": SIZE, "audio_seconds": SECONDS, "sample_rate": rate}}
+
+
 @pytest.fixture(scope="module")
 def entries(tmp_path_factory) -> list[Path]:
     """Six entries with known emotion, actor, frames, keypoints and audio."""
@@ -46,7 +52,7 @@ def entries(tmp_path_factory) -> list[Path]:
         cid = f"01-{i + 1:02d}-01-01-01-{i + 10:02d}"
         path = entry_path(root, "k", cid)
         save_entry(path, frames=frames, keypoints=keypoints, audio=audio,
-                   meta={"clip_id": cid, "emotion": i, "actor": i + 10, "vocal_channel": "speech"})
+                   meta=meta(cid, i, i + 10))
         paths.append(path)
     return paths
 
@@ -220,10 +226,12 @@ def test_entry_that_does_not_match_the_config_names_the_file(entries, tmp_path):
         PreparedClipDataset(entries, data_cfg().model_copy(update={"audio_seconds": 1.0}), train=False)[0]
     frames, keypoints, audio = stored(entries[0])
     bad = tmp_path / "bad.npz"
-    save_entry(bad, frames=frames, keypoints=keypoints, audio=audio, meta={"clip_id": "x", "actor": 1})
-    with pytest.raises(CacheError, match=r"bad.npz: meta lacks \['emotion'\]"):
-        PreparedClipDataset([bad], data_cfg(), train=False)[0]
-    save_entry(bad, frames=frames, keypoints=keypoints, audio=audio,
-               meta={"clip_id": "x", "actor": 1, "emotion": 8})
-    with pytest.raises(CacheError, match="bad.npz: meta emotion 8"):
-        PreparedClipDataset([bad], data_cfg(), train=False)[0]
+    for wrong, message in [({"clip": {"clip_id": "x", "actor": 1}, "settings": {"sample_rate": RATE}},
+                            r"bad.npz: meta lacks \['clip.emotion'\]"),
+                           ({"clip": {"clip_id": "x", "actor": 1, "emotion": 0}},
+                            r"bad.npz: meta lacks \['settings.sample_rate'\]"),
+                           (meta("x", 8, 1), "bad.npz: meta clip.emotion 8 is not an index"),
+                           (meta("x", 0, 1, rate=8000), "bad.npz: audio prepared at 8000 Hz")]:
+        save_entry(bad, frames=frames, keypoints=keypoints, audio=audio, meta=wrong)
+        with pytest.raises(CacheError, match=message):
+            PreparedClipDataset([bad], data_cfg(), train=False)[0]
