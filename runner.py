@@ -209,5 +209,74 @@ def study(ctx, name, data_root, cache_dir, folds_text, seeds_text, preset, assig
                f"(python runner.py ui), report: python runner.py report {name}")
 
 
+@cli.command()
+@click.argument("name")
+@click.option("--trials", type=click.IntRange(1), default=None, help="Finished trials wanted (default: declared).")
+@click.option("--data-root", type=click.Path(path_type=Path, exists=True, file_okay=False),
+              default=os.environ.get("FER_DATA_ROOT"), help="RAVDESS folder ($FER_DATA_ROOT).")
+@click.option("--cache", "cache_dir", type=click.Path(path_type=Path), default=DEFAULT_CACHE,
+              show_default="$FER_CACHE_DIR or ~/.cache/fer")
+@click.option("--preset", default=None, help="Preset replacing the declared default.")
+@click.option("--set", "assignments", multiple=True, metavar="KEY=VALUE", help="Override a config field.")
+@click.option("--max-epochs", type=click.IntRange(1), default=None)
+@click.option("--storage", default=DEFAULT_STORAGE, show_default=True, help="Optuna storage: journal file or RDB URL.")
+@click.option("--tracking-uri", default=DEFAULT_TRACKING, show_default="$MLFLOW_TRACKING_URI or sqlite:///mlflow.db")
+@click.option("--export", "export_path", type=click.Path(path_type=Path, dir_okay=False), default=None,
+              help="Write the best parameters as a YAML delta usable as study defaults.")
+@click.pass_context
+def tune(ctx, name, trials, data_root, cache_dir, preset, assignments, max_epochs, storage, tracking_uri,
+         export_path) -> None:
+    """Optuna search NAME: objective = mean validation UAR over the search's folds (never test)."""
+    from fer.config import ConfigError, parse_assignments
+
+    spec = _load_ablations(ctx.obj["ablations"])
+    if name not in spec.searches:
+        click.echo(f"error: unknown search {name!r}; declared searches: {', '.join(spec.searches)}", err=True)
+        sys.exit(2)
+    try:
+        overrides = parse_assignments(assignments)
+    except ConfigError as exc:
+        _fail_config(exc)
+    from studies.tune import TuneOptions, export_best, run_search
+
+    opts = TuneOptions(data_root=data_root, cache_dir=cache_dir, preset=preset, overrides=overrides,
+                       trials=trials or spec.searches[name].trials, max_epochs=max_epochs,
+                       storage=storage, tracking_uri=tracking_uri)
+    study_ = run_search(name, spec, opts, echo=click.echo)
+    best = study_.best_trial
+    click.echo(f"[{name}] best trial {best.number}: mean val UAR {best.value:.4f} {best.params}")
+    if export_path:
+        export_best(study_, export_path, name)
+        click.echo(f"wrote {export_path}")
+
+
+@cli.command()
+@click.option("--storage", default=DEFAULT_STORAGE, show_default=True)
+@click.option("--host", default="127.0.0.1", show_default=True)
+@click.option("--port", type=int, default=8080, show_default=True)
+def dashboard(storage, host, port) -> None:
+    """Optuna dashboard over the ledger and searches (bound to 127.0.0.1 by default)."""
+    from optuna_dashboard import run_server
+
+    from studies.ledger import open_storage
+
+    click.echo(f"optuna-dashboard on http://{host}:{port} ({storage})")
+    run_server(open_storage(storage), host=host, port=port)
+
+
+@cli.command()
+@click.option("--tracking-uri", default=DEFAULT_TRACKING, show_default="$MLFLOW_TRACKING_URI or sqlite:///mlflow.db")
+@click.option("--host", default="127.0.0.1", show_default=True)
+@click.option("--port", type=int, default=5000, show_default=True)
+def ui(tracking_uri, host, port) -> None:
+    """MLflow UI over the project's tracking store (bound to 127.0.0.1 by default)."""
+    import subprocess
+
+    cmd = [sys.executable, "-m", "mlflow", "ui", "--backend-store-uri", tracking_uri,
+           "--host", host, "--port", str(port)]
+    click.echo(f"mlflow ui on http://{host}:{port} ({tracking_uri})")
+    sys.exit(subprocess.call(cmd))
+
+
 if __name__ == "__main__":
     cli()

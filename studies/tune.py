@@ -1,0 +1,177 @@
+"""Optuna search over a declared space; the objective is mean validation UAR over the search's folds.
+
+Search space, trials and tracking stay apart (STYLE habit 10): Optuna suggests values, they become
+a config delta, the config is trained by the same ``run_unit`` as a study's units, and each fold is
+logged to MLflow as a unit whose run and trial point at each other by id. Test actors are never
+evaluated in a search (``evaluate_test=False``): selection by test UAR would be leakage.
+
+Pruning: with ``median`` each fold reports its validation UAR per epoch at step
+``fold_position * max_epochs + epoch`` as a running mean over the folds seen so far, so the median
+pruner stops bad trials within a fold and across folds; with ``wilcoxon`` each fold reports its
+best validation UAR at step = fold index and Optuna's Wilcoxon pruner compares the folds paired with
+the best trial's.
+"""
+
+from __future__ import annotations
+
+import json
+import statistics
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Callable
+
+import yaml
+
+from fer.config import resolve_config
+
+
+@dataclass
+class TuneOptions:
+    data_root: Path | None = None
+    cache_dir: Path = Path.home() / ".cache" / "fer"
+    trials: int = 20
+    preset: str | None = None
+    overrides: dict[str, Any] = field(default_factory=dict)
+    max_epochs: int | None = None
+    storage: str = "runs/ledger.journal"
+    tracking_uri: str = "sqlite:///mlflow.db"
+
+
+def suggest(trial, space: dict) -> dict[str, Any]:
+    """Ask the trial for one value per declared dimension; returns a dotted config delta."""
+    params = {}
+    for path, p in space.items():
+        if p.type == "categorical":
+            params[path] = trial.suggest_categorical(path, p.choices)
+        elif p.type == "int":
+            params[path] = trial.suggest_int(path, int(p.low), int(p.high), log=p.log,
+                                             step=int(p.step) if p.step else 1)
+        else:
+            params[path] = trial.suggest_float(path, p.low, p.high, log=p.log, step=p.step)
+    return params
+
+
+def _sampler(spec):
+    import optuna
+
+    if spec.sampler == "random":
+        return optuna.samplers.RandomSampler(seed=spec.seed)
+    return optuna.samplers.TPESampler(seed=spec.seed, n_startup_trials=min(10, max(2, spec.trials // 4)))
+
+
+def _pruner(spec):
+    import optuna
+
+    if spec.pruner == "median":
+        return optuna.pruners.MedianPruner(n_startup_trials=3, n_warmup_steps=1)
+    if spec.pruner == "wilcoxon":
+        return optuna.pruners.WilcoxonPruner(p_threshold=0.1)
+    return optuna.pruners.NopPruner()
+
+
+class _FoldReporter:
+    """Training-loop callback: forwards epochs to MLflow and reports to the Optuna pruner."""
+
+    def __init__(self, trial, logger, pruner: str, position: int, epochs: int, done: list[float]):
+        self.trial, self.logger, self.pruner = trial, logger, pruner
+        self.position, self.epochs, self.done = position, epochs, done
+
+    def on_epoch_end(self, epoch: int, metrics: dict[str, float]) -> None:
+        import optuna
+
+        self.logger.on_epoch_end(epoch, metrics)
+        if self.pruner != "median" or "val/uar" not in metrics:
+            return
+        running = statistics.fmean(self.done + [metrics["val/uar"]])
+        self.trial.report(running, self.position * self.epochs + epoch)
+        if self.trial.should_prune():
+            raise optuna.TrialPruned(f"pruned at fold position {self.position}, epoch {epoch}")
+
+
+def run_search(name: str, ablations, opts: TuneOptions, *, run_fn: Callable[..., Any] | None = None,
+               echo: Callable[[str], None] = print):
+    """Run trials until the search has ``opts.trials`` finished ones; returns the Optuna study."""
+    import optuna
+    from mlflow import MlflowClient
+
+    from fer.config import flatten
+    from fer.tracking import UnitLogger, ensure_experiment, git_commit, log_unit_result, start_unit_run
+    from studies.ledger import open_storage
+
+    if name not in ablations.searches:
+        known = ", ".join(sorted(ablations.searches)) or "(none)"
+        raise KeyError(f"unknown search {name!r}; declared searches: {known}")
+    if opts.data_root is None:
+        raise ValueError("a search needs --data-root (a RAVDESS folder or the synthetic one)")
+    spec = ablations.searches[name]
+    if run_fn is None:
+        from fer.train.run import run_unit as run_fn
+    optuna.logging.set_verbosity(optuna.logging.WARNING)
+    study = optuna.create_study(study_name=f"search:{name}", storage=open_storage(opts.storage),
+                                load_if_exists=True, direction="maximize", sampler=_sampler(spec),
+                                pruner=_pruner(spec))
+    client = MlflowClient(tracking_uri=opts.tracking_uri)
+    experiment_id = ensure_experiment(client, f"search-{name}")
+    base = {**ablations.defaults.overrides, **spec.overrides, **opts.overrides}
+    preset = opts.preset or ablations.defaults.preset
+
+    def objective(trial) -> float:
+        params = suggest(trial, spec.space)
+        cfg = resolve_config(preset, {**base, **params})
+        epochs = opts.max_epochs or cfg.train.epochs
+        parent = client.create_run(experiment_id, run_name=f"trial{trial.number}",
+                                   tags={"study": f"search-{name}", "kind": "trial",
+                                         "optuna_trial": str(trial.number), "params": json.dumps(params),
+                                         "git_commit": git_commit()}).info.run_id
+        trial.set_user_attr("mlflow_run_id", parent)
+        done: list[float] = []
+        try:
+            for position, fold in enumerate(spec.folds):
+                tags = {"study": f"search-{name}", "cell": f"trial{trial.number}", "fold": str(fold),
+                        "seed": str(spec.seed), "protocol": cfg.data.protocol, "kind": "unit",
+                        "git_commit": git_commit(), "axes": json.dumps(params),
+                        "optuna_trial": str(trial.number)}
+                run_id = start_unit_run(client, experiment_id, parent_run_id=parent, tags=tags,
+                                        params=flatten(cfg), run_name=f"trial{trial.number}/fold{fold}")
+                reporter = _FoldReporter(trial, UnitLogger(client, run_id), spec.pruner, position,
+                                         epochs, done)
+                try:
+                    result = run_fn(cfg, data_root=opts.data_root, cache_dir=opts.cache_dir, fold=fold,
+                                    seed=spec.seed, callback=reporter, max_epochs=opts.max_epochs,
+                                    evaluate_test=False)
+                except BaseException as exc:
+                    client.set_terminated(run_id, "KILLED" if isinstance(exc, optuna.TrialPruned) else "FAILED")
+                    raise
+                log_unit_result(client, run_id, result, config=cfg)
+                client.set_terminated(run_id, "FINISHED")
+                done.append(float(result.metrics["val/uar_best"]))
+                if spec.pruner == "wilcoxon":
+                    trial.report(done[-1], fold)
+                    if trial.should_prune():
+                        raise optuna.TrialPruned(f"pruned after fold {fold}")
+        except BaseException as exc:
+            client.set_terminated(parent, "KILLED" if isinstance(exc, optuna.TrialPruned) else "FAILED")
+            raise
+        value = statistics.fmean(done)
+        client.log_metric(parent, "val/uar_mean", value)
+        client.set_terminated(parent, "FINISHED")
+        echo(f"[{name}] trial {trial.number}: mean val UAR {value:.3f} {params}")
+        return value
+
+    finished = (optuna.trial.TrialState.COMPLETE, optuna.trial.TrialState.PRUNED)
+    remaining = opts.trials - len(study.get_trials(deepcopy=False, states=finished))
+    if remaining > 0:
+        study.optimize(objective, n_trials=remaining, catch=(Exception,),
+                       callbacks=[optuna.study.MaxTrialsCallback(opts.trials, states=finished)])
+    return study
+
+
+def export_best(study, path: Path, search: str) -> None:
+    """Write the best trial's parameters as a YAML delta usable as study defaults."""
+    best = study.best_trial
+    doc = {"defaults": {"overrides": dict(best.params)}}
+    header = (f"# Best trial {best.number} of search {search!r}: mean validation UAR {best.value:.4f}.\n"
+              f"# Paste under `defaults:` in ablations.yaml, or pass each as --set KEY=VALUE.\n")
+    tmp = path.with_suffix(path.suffix + ".tmp")
+    tmp.write_text(header + yaml.safe_dump(doc, sort_keys=True))
+    tmp.replace(path)
