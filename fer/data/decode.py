@@ -101,23 +101,26 @@ def read_frames(path: str | Path, n: int) -> VideoSample:
             raise DecodeError(path, "no video stream")
         stream = container.streams.video[0]
         kept: dict[int, np.ndarray] = {}
+        n_frames = decoded = 0
         try:
             n_frames = _count_video_frames(container, stream)
             if n_frames == 0:
                 raise DecodeError(path, "video stream has no frames")
             indices = sample_indices(n_frames, n)
             wanted = set(indices.tolist())
-            for i, frame in enumerate(container.decode(stream)):
-                if i in wanted:
-                    kept[i] = frame.to_ndarray(format="rgb24")
-                if i >= indices[-1]:
+            for frame in container.decode(stream):
+                if decoded in wanted:
+                    kept[decoded] = frame.to_ndarray(format="rgb24")
+                decoded += 1
+                if decoded > indices[-1]:
                     break
         except av.FFmpegError as exc:
-            raise DecodeError(path, f"corrupt video stream ({exc})") from exc
+            raise DecodeError(path, f"truncated or corrupt video: decoding failed after {decoded} "
+                                    f"of {n_frames} frames ({exc})") from exc
         fps = float(stream.average_rate or 0.0)
     if len(kept) < len(wanted):
-        raise DecodeError(path, f"truncated video: decoded {len(kept)} of the {len(wanted)} "
-                                f"sampled frames (header says {n_frames} frames)")
+        raise DecodeError(path, f"truncated video: the stream ends after {decoded} of the "
+                                f"{n_frames} frames its header announces")
     return VideoSample(frames=np.stack([kept[i] for i in indices.tolist()]), indices=indices,
                        n_frames=n_frames, fps=fps)
 

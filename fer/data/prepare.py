@@ -302,7 +302,7 @@ def _print_summary(report: dict, n_new: int, folder: Path, report_path: Path) ->
     from rich.console import Console
     from rich.markup import escape
 
-    console = Console(highlight=False)
+    console = Console(highlight=False, soft_wrap=True)
     console.print(f"prepared {report['prepared']} clips ({n_new} new, "
                   f"{report['prepared'] - n_new} already in the cache) in {escape(str(folder))}")
     for item in report["skipped"]:
