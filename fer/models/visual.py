@@ -140,7 +140,10 @@ class TimmPatchEncoder(FrozenMixin, nn.Module):
     Args:
         width, depth, heads, mlp, patch: the tower's shape (``VitArch``).
         image_size: input resolution; pretrained position embeddings are resampled to it on load.
-        pretrained: hub id, local directory (timm's ``save_for_hf`` layout), weights file, or None.
+        pretrained: hub id, local directory (timm's ``save_for_hf`` layout: ``model.safetensors`` or
+            ``pytorch_model.bin``), weights file, or None. Loaded strictly (every encoder weight must
+            be there, with its shape) through timm's ``load_checkpoint`` and ViT checkpoint filter;
+            the checkpoint's MAP head and classifier are dropped.
         freeze: fix the weights and keep the tower in eval mode.
     """
 
@@ -149,18 +152,11 @@ class TimmPatchEncoder(FrozenMixin, nn.Module):
         super().__init__()
         import timm  # imported here: seconds of start-up that config-only users should not pay
 
-        shape = dict(embed_dim=width, depth=depth, num_heads=heads, mlp_ratio=mlp / width, patch_size=patch,
-                     img_size=image_size, num_classes=0, global_pool="")  # global_pool "": no MAP head
-        if pretrained is None:
-            vit = timm.create_model(TIMM_ARCHITECTURE, pretrained=False, **shape)
-        else:
-            local = resolve_local(pretrained) or self._download(pretrained)
-            if local.is_dir():
-                vit = timm.create_model(f"local-dir:{local}", pretrained=True, **shape)
-            else:
-                vit = timm.create_model(TIMM_ARCHITECTURE, pretrained=True,
-                                        pretrained_cfg_overlay=dict(file=str(local)), **shape)
-        self.vit = vit
+        self.vit = timm.create_model(
+            TIMM_ARCHITECTURE, pretrained=False, embed_dim=width, depth=depth, num_heads=heads, mlp_ratio=mlp / width,
+            patch_size=patch, img_size=image_size, num_classes=0, global_pool="")  # global_pool "": no MAP head
+        if pretrained is not None:
+            self._load(pretrained)
         self.out_dim = width
         self.grid = (image_size // patch, image_size // patch)
         self.num_patches = self.grid[0] * self.grid[1]
@@ -168,18 +164,36 @@ class TimmPatchEncoder(FrozenMixin, nn.Module):
         if freeze:
             self.freeze()
 
+    def _load(self, pretrained: str) -> None:
+        from timm.models import load_checkpoint
+        from timm.models.vision_transformer import checkpoint_filter_fn
+
+        def headless(state_dict: dict, model: nn.Module) -> dict:
+            state_dict = checkpoint_filter_fn(state_dict, model)  # resamples position embeddings to image_size
+            return {k: v for k, v in state_dict.items() if not k.startswith(("attn_pool.", "head."))}
+
+        load_checkpoint(self.vit, str(self._weights_file(pretrained)), strict=True, filter_fn=headless)
+
     @staticmethod
-    def _download(repo_id: str) -> Path:
-        """Snapshot of a timm hub repository in the local cache (fetched unless offline)."""
-        from huggingface_hub import snapshot_download
+    def _weights_file(pretrained: str) -> Path:
+        """The weights file for a local file, a local directory or a hub id (cache only when offline)."""
+        local = resolve_local(pretrained)
+        if local is not None and local.is_file():
+            return local
+        if local is not None:
+            for name in ("model.safetensors", "pytorch_model.bin"):
+                if (local / name).is_file():
+                    return local / name
+            raise FileNotFoundError(f"visual encoder weights {pretrained!r} (model.visual.pretrained): "
+                                    "the directory holds neither model.safetensors nor pytorch_model.bin")
+        from huggingface_hub import hf_hub_download
 
         offline = hub_offline()
         try:
-            return Path(snapshot_download(repo_id.removeprefix("hf-hub:"), local_files_only=offline,
-                                          allow_patterns=["config.json", "*.safetensors"]))
+            return Path(hf_hub_download(pretrained.removeprefix("hf-hub:"), "model.safetensors", local_files_only=offline))
         except Exception as exc:
             if offline:
-                raise offline_error(repo_id, exc) from exc
+                raise offline_error(pretrained, exc) from exc
             raise
 
     def forward(self, frames: torch.Tensor) -> torch.Tensor:
@@ -231,7 +245,8 @@ class SiglipPatchEncoder(FrozenMixin, nn.Module):
         offline = hub_offline()
         try:
             model, info = SiglipVisionModel.from_pretrained(
-                str(local or pretrained), vision_use_head=False, local_files_only=offline, output_loading_info=True)
+                str(local or pretrained), vision_use_head=False, local_files_only=offline, output_loading_info=True,
+                dtype=torch.float32)  # master weights in float32 whatever the checkpoint stores
         except OSError as exc:
             if offline and local is None:
                 raise offline_error(pretrained, exc) from exc
