@@ -111,7 +111,8 @@ class AttentionSegmentPooling(nn.Module):
         super().__init__()
         self.segments = segments
         hidden = max(dim // 4, 8)
-        self.score = nn.Sequential(nn.LayerNorm(dim), nn.Linear(dim, hidden), nn.Tanh(), nn.Linear(hidden, 1))
+        # No bias on the last layer: a constant added to every score leaves the softmax unchanged.
+        self.score = nn.Sequential(nn.LayerNorm(dim), nn.Linear(dim, hidden), nn.Tanh(), nn.Linear(hidden, 1, bias=False))
 
     def segment_weights(self, x: torch.Tensor, mask: torch.Tensor | None = None) -> torch.Tensor:
         """(B, T, D) -> (B, S, T) weights; each segment's weights sum to 1 over its frames."""
