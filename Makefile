@@ -28,7 +28,7 @@ test-fast: setup
 	$(VPY) -m pytest -m "not slow" -x -q $(PYTEST_ARGS)
 
 demo: setup
-	$(VPY) -m fer.demo --out $(DEMO)
+	$(VPY) runner.py demo --out $(DEMO)
 
 clean-demo:
 	rm -rf $(DEMO)

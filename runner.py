@@ -278,5 +278,115 @@ def ui(tracking_uri, host, port) -> None:
     sys.exit(subprocess.call(cmd))
 
 
+def _reference_cell(study_spec) -> tuple[str, list[str]]:
+    """The declared reference cell's name and every cell name in declared order."""
+    from studies.grid import axis_points, cell_name
+
+    points = axis_points(study_spec.axes, study_spec.zip)
+    order = [cell_name(p) for p in points]
+    ref = next(cell_name(p) for p in points if p == {**p, **study_spec.reference})
+    return ref, order
+
+
+@cli.command()
+@click.argument("name")
+@click.option("--out", "out_dir", type=click.Path(path_type=Path, file_okay=False), default=None,
+              show_default="reports/NAME")
+@click.option("--tracking-uri", default=DEFAULT_TRACKING, show_default="$MLFLOW_TRACKING_URI or sqlite:///mlflow.db")
+@click.option("--storage", default=DEFAULT_STORAGE, show_default=True, help="Optuna storage (searches).")
+@click.option("--metric", default="test/uar", show_default=True)
+@click.option("--note", default=None, help="A line for the top of the report's README.")
+@click.pass_context
+def report(ctx, name, out_dir, tracking_uri, storage, metric, note) -> None:
+    """Tables, figures and confusion matrices of study NAME (or search NAME) from MLflow alone."""
+    from analysis.load import ReportError
+
+    spec = _load_ablations(ctx.obj["ablations"])
+    out_dir = out_dir or Path("reports") / name
+    command = "python runner.py " + " ".join(sys.argv[1:])
+    try:
+        if name in spec.searches:
+            from analysis.search import write_search_report
+
+            files = write_search_report(storage, f"search:{name}", out_dir=out_dir, command=command)
+        elif name in spec.studies:
+            from analysis.report import write_study_report
+
+            reference, order = _reference_cell(spec.studies[name])
+            files = write_study_report(name, tracking_uri=tracking_uri, out_dir=out_dir, metric=metric,
+                                       reference=reference, command=command, cell_order=order, note=note)
+        else:
+            click.echo(f"error: {name!r} is neither a declared study nor a search "
+                       f"(studies: {', '.join(spec.studies)}; searches: {', '.join(spec.searches)})", err=True)
+            sys.exit(2)
+    except ReportError as exc:
+        click.echo(f"error: {exc}", err=True)
+        sys.exit(1)
+    click.echo(f"wrote {len(files)} files to {out_dir}")
+
+
+@cli.command()
+@click.option("--out", "out_dir", type=click.Path(path_type=Path, file_okay=False), default=Path("reports/paper"),
+              show_default=True)
+@click.option("--tracking-uri", default=DEFAULT_TRACKING, show_default="$MLFLOW_TRACKING_URI or sqlite:///mlflow.db")
+@click.pass_context
+def paper(ctx, out_dir, tracking_uri) -> None:
+    """Every table of the paper: section, plus the efficiency table of its declared configurations."""
+    from analysis.load import ReportError
+    from analysis.paper import write_paper
+    from fer.config import resolve_config
+    from fer.models.profile import profile_model
+
+    spec = _load_ablations(ctx.obj["ablations"])
+    tables = {}
+    for table, t in spec.paper.tables.items():
+        reference, _ = _reference_cell(spec.studies[t.study])
+        tables[table] = {**t.model_dump(), "reference": reference}
+    rows = []
+    for row, decl in spec.paper.efficiency.items():
+        cfg = resolve_config(decl.get("preset", spec.defaults.preset), decl.get("overrides", {}))
+        total = profile_model(cfg, batch=cfg.train.batch_size, precision="bf16")["total"]
+        rows.append({"name": row, "params": total["params_total"], "params_trainable": total["params_trainable"],
+                     "gflops": total["gflops_per_clip"], "train_mem_mb": total["train_mem_estimate_mb"]})
+    try:
+        files = write_paper(tables, tracking_uri=tracking_uri, out_dir=out_dir, efficiency=rows or None,
+                            command="python runner.py " + " ".join(sys.argv[1:]))
+    except ReportError as exc:
+        click.echo(f"error: {exc}", err=True)
+        sys.exit(1)
+    click.echo(f"wrote {len(files)} files to {out_dir}")
+
+
+@cli.command()
+@click.option("--out", type=click.Path(path_type=Path, file_okay=False), default=Path("demo"), show_default=True)
+@click.option("--clips-per-class", type=click.IntRange(1, 8), default=2, show_default=True)
+@click.option("--max-epochs", type=click.IntRange(1), default=None, help="Default: the tiny preset's.")
+@click.option("--workers", type=click.IntRange(1, 64), default=min(os.cpu_count() or 1, 8))
+@click.pass_context
+def demo(ctx, out, clips_per_class, max_epochs, workers) -> None:
+    """The main job end to end on the synthetic dataset: synth, prepare, folds, study modality, report."""
+    from fer.config import resolve_config
+
+    data = out / "ravdess"
+    cache = out / "cache"
+    tracking = f"sqlite:///{(out / 'mlflow.db').resolve()}"
+    storage = str(out / "ledger.journal")
+    tiny = resolve_config("tiny").data
+    if not data.exists():
+        ctx.invoke(synth, out=data, actors=24, clips_per_class=clips_per_class, seconds=tiny.audio_seconds,
+                   fps=15, size=160, seed=0)
+    ctx.invoke(prepare, data_root=data, cache_dir=cache, workers=workers, frames=tiny.frames, size=tiny.size,
+               audio_seconds=tiny.audio_seconds, vocal_channel="speech", face_model=None, strict=False)
+    ctx.invoke(folds, data_root=data, protocol=tiny.protocol, vocal_channel="speech", as_json=False)
+    ctx.invoke(study, name="modality", data_root=data, cache_dir=cache, folds_text=None, seeds_text=None,
+               preset="tiny", assignments=(), max_epochs=max_epochs, storage=storage,
+               tracking_uri=tracking, retries=1, no_feature_cache=False, dry_run=False)
+    ctx.invoke(report, name="modality", out_dir=out / "reports" / "modality", tracking_uri=tracking,
+               storage=storage, metric="test/uar",
+               note="Synthetic data (python runner.py synth): planted ground truth, not RAVDESS results.")
+    click.echo(f"\ndemo finished: data {data}, cache {cache}, MLflow {tracking} "
+               f"(python runner.py ui --tracking-uri {tracking}), report {out / 'reports' / 'modality'}")
+
+
 if __name__ == "__main__":
     cli()
