@@ -1,0 +1,136 @@
+"""Study figures, chosen by the axis type. Pure functions: frame in, matplotlib Figure out.
+
+Figures are built with ``matplotlib.figure.Figure`` directly (no pyplot), so they need no
+display, leave no global state and are saved by ``analysis.files.save_figure``.
+
+- numeric axis (fusion depth, ROI k, conv share): mean line with 95% CI error bars over the axis
+  values, one line per combination of the other axes, the fold-seed units as dots;
+- categorical axes only: one point with 95% CI error bars per cell, units as dots;
+- confusion matrix of a cell (row-normalised) and a per-class recall heatmap across cells.
+"""
+
+from __future__ import annotations
+
+import numbers
+
+import numpy as np
+import pandas as pd
+from matplotlib.figure import Figure
+
+from analysis.stats import axis_columns, cell_summary, finished, row_normalise
+from analysis.tables import is_percent, metric_label
+
+CI_NOTE = "mean with 95% CI (t, n-1 df); dots: fold-seed units"
+
+
+def is_numeric_axis(values: pd.Series) -> bool:
+    """An axis is numeric when every value is a real number (bools excluded) and there are >= 2."""
+    present = values.dropna()
+    numeric = all(isinstance(v, numbers.Real) and not isinstance(v, (bool, np.bool_)) for v in present)
+    return numeric and present.nunique() >= 2
+
+
+def _jitter(k: int, width: float) -> np.ndarray:
+    """Deterministic horizontal offsets for k dots (no random jitter: figures must reproduce)."""
+    return np.zeros(1) if k == 1 else np.linspace(-width, width, k)
+
+
+def _group_label(row: pd.Series, others: list[str]) -> str:
+    return ", ".join(f"{a}={row[a]}" for a in others) or None
+
+
+def metric_figure(units: pd.DataFrame, metric: str, *, reference: str | None = None) -> Figure:
+    """Metric by the study's axes: a line over a numeric axis, else points per cell.
+
+    Args:
+        units: tidy unit frame (FINISHED units with the metric are plotted).
+        metric: metric column, e.g. ``"test/uar"``.
+        reference: reference cell, marked "(ref)" on a categorical plot.
+
+    Returns:
+        The figure.
+    """
+    scale = 100.0 if is_percent(metric) else 1.0
+    axes = axis_columns(units)
+    numeric = [a for a in axes if is_numeric_axis(units[a])]
+    summary = cell_summary(units, metric)
+    summary = summary[summary["n"] > 0].reset_index(drop=True)
+    valid = finished(units, metric)
+    n_cells = len(summary)
+    fig = Figure(figsize=(max(5.0, 0.9 * n_cells + 2.0) if not numeric else 6.0, 4.0), layout="constrained")
+    ax = fig.add_subplot()
+    half = (summary["ci_high"] - summary["mean"]).fillna(0.0) * scale
+    if numeric:
+        x_axis, others = numeric[0], [a for a in axes if a != numeric[0]]
+        span = float(np.ptp(summary[x_axis].astype(float))) or 1.0
+        groups = summary.groupby([summary[a].astype(str) for a in others], sort=False) if others else [(None, summary)]
+        for k, (_, group) in enumerate(groups):
+            group = group.sort_values(x_axis, key=lambda s: s.astype(float))
+            color = f"C{k % 10}"
+            ax.errorbar(group[x_axis].astype(float), group["mean"] * scale, yerr=half[group.index],
+                        color=color, marker="o", capsize=3, label=_group_label(group.iloc[0], others))
+            for _, row in group.iterrows():
+                dots = valid[valid["cell"] == row["cell"]][metric] * scale
+                ax.scatter(float(row[x_axis]) + _jitter(len(dots), 0.01 * span), dots, color=color,
+                           alpha=0.4, s=14, zorder=3)
+        ax.set_xlabel(x_axis)
+        ax.set_xticks(sorted(summary[x_axis].astype(float).unique()))
+        if others:
+            ax.legend(fontsize="small")
+    else:
+        labels = [", ".join(str(row[a]) for a in axes) if axes else row["cell"] for _, row in summary.iterrows()]
+        labels = [f"{lab} (ref)" if cell == reference else lab for lab, cell in zip(labels, summary["cell"])]
+        xs = np.arange(n_cells)
+        for i, row in summary.iterrows():
+            dots = valid[valid["cell"] == row["cell"]][metric] * scale
+            ax.scatter(xs[i] + _jitter(len(dots), 0.15), dots, color="0.55", s=14, zorder=2)
+        ax.errorbar(xs, summary["mean"] * scale, yerr=half, fmt="o", color="C0", capsize=4, markersize=7, zorder=3)
+        ax.set_xticks(xs, labels, rotation=30 if n_cells > 4 else 0, ha="right" if n_cells > 4 else "center")
+        ax.set_xlabel(", ".join(axes) if axes else "cell")
+        ax.set_xlim(-0.6, n_cells - 0.4)
+    ax.set_ylabel(metric_label(metric))
+    ax.set_title(f"{units.attrs.get('study', '')} {metric}\n{CI_NOTE}".strip(), fontsize="medium")
+    ax.grid(axis="y", alpha=0.3)
+    return fig
+
+
+def _heatmap(fig: Figure, ax, fractions: np.ndarray) -> None:
+    """Fractions drawn as percentages on a fixed 0-100 scale, the value written in each square."""
+    percent = 100.0 * fractions
+    image = ax.imshow(percent, cmap="Blues", vmin=0.0, vmax=100.0, aspect="auto")
+    for (i, j), v in np.ndenumerate(percent):
+        if not np.isnan(v):
+            ax.text(j, i, f"{v:.0f}", ha="center", va="center", fontsize="small",
+                    color="white" if v > 60 else "black")
+    fig.colorbar(image, ax=ax, fraction=0.046, pad=0.04, label="recall (%)")
+
+
+def confusion_figure(counts: pd.DataFrame, title: str) -> Figure:
+    """Row-normalised confusion matrix (rows = true emotion), percentages written in each cell.
+
+    Args:
+        counts: square count table, index = true and columns = predicted emotion names.
+        title: figure title (the cell name; the clip count is appended).
+    """
+    norm = row_normalise(counts)
+    fig = Figure(figsize=(6.4, 5.6), layout="constrained")
+    ax = fig.add_subplot()
+    _heatmap(fig, ax, norm.to_numpy(dtype=float))
+    ax.set_xticks(range(len(norm.columns)), list(norm.columns), rotation=45, ha="right")
+    ax.set_yticks(range(len(norm.index)), list(norm.index))
+    ax.set_xlabel("predicted")
+    ax.set_ylabel("true")
+    ax.set_title(f"{title}: recall per true emotion (%), {int(counts.to_numpy().sum())} test clips summed over folds",
+                 fontsize="medium")
+    return fig
+
+
+def recall_heatmap(recall: pd.DataFrame, title: str) -> Figure:
+    """Per-class test recall (mean over units) for every cell: rows = cells, columns = emotions."""
+    fig = Figure(figsize=(7.0, 1.2 + 0.45 * len(recall)), layout="constrained")
+    ax = fig.add_subplot()
+    _heatmap(fig, ax, recall.to_numpy(dtype=float))
+    ax.set_xticks(range(len(recall.columns)), list(recall.columns), rotation=45, ha="right")
+    ax.set_yticks(range(len(recall.index)), list(recall.index))
+    ax.set_title(f"{title}: test recall per emotion (%), mean over fold-seed units", fontsize="medium")
+    return fig

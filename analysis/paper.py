@@ -1,0 +1,175 @@
+"""``reports/paper/``: every table declared in the ``paper:`` section, plus an efficiency table.
+
+The ``paper:`` section maps a table name to the study it summarises:
+
+    paper:
+      fusion-depth:
+        study: fusion-depth
+        metrics: [test/uar, test/war, test/f1]
+        caption: Effect of the number of LFM2 fusion layers
+        reference: layers-2          # optional; default: the study's first cell
+
+The efficiency table comes from rows the caller measures (``runner.py profile`` numbers):
+name, params, gflops, train_mem_mb, clips_per_s.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from pathlib import Path
+
+import pandas as pd
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
+
+from analysis.files import redact_uri, safe_name, write_text
+from analysis.load import ReportError, load_study_runs
+from analysis.stats import finished
+from analysis.tables import (CSV_FLOAT, reference_cell, render_csv, render_latex, render_markdown, study_table,
+                             table_caption, tex_escape)
+from fer.config import ConfigError, validation_errors
+
+
+class PaperTable(BaseModel):
+    """One declared paper table: which study, which metrics, what caption."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    study: str
+    metrics: list[str] = Field(default_factory=lambda: ["test/uar", "test/war", "test/f1"], min_length=1)
+    caption: str
+    reference: str | None = None
+    cell_order: list[str] | None = None
+
+
+class EfficiencyRow(BaseModel):
+    """One configuration's measured cost (parameters and FLOPs per clip, memory in MB)."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    name: str
+    params: float = Field(ge=0)
+    gflops: float = Field(ge=0)
+    train_mem_mb: float | None = Field(default=None, ge=0)
+    clips_per_s: float | None = Field(default=None, ge=0)
+
+
+# (row field, table.csv column, header, scale, decimals)
+EFFICIENCY_FIELDS = (("params", "params_m", "Params (M)", 1e-6, 2), ("gflops", "gflops", "GFLOPs", 1.0, 2),
+                     ("train_mem_mb", "train_mem_gb", "Train memory (GB)", 1e-3, 2),
+                     ("clips_per_s", "clips_per_s", "Clips/s", 1.0, 1))
+
+
+def parse_paper_spec(spec: Mapping) -> dict[str, PaperTable]:
+    """Validate a ``paper:`` section; every problem at once as ``paper.<table>.<field>``.
+
+    Raises:
+        ConfigError: not a mapping, or bad table entries.
+    """
+    if not isinstance(spec, Mapping) or not spec:
+        raise ConfigError([("paper", "expected a non-empty mapping of table name -> {study, metrics, caption}")])
+    tables, errors = {}, []
+    for name, entry in spec.items():
+        try:
+            tables[str(name)] = PaperTable.model_validate(entry)
+        except ValidationError as exc:
+            errors += validation_errors(exc, prefix=f"paper.{name}")
+    if errors:
+        raise ConfigError(errors)
+    return tables
+
+
+def efficiency_table(rows: pd.DataFrame | Sequence[Mapping]) -> pd.DataFrame:
+    """Validated efficiency rows -> ``name`` plus the scaled columns of ``EFFICIENCY_FIELDS``.
+
+    Raises:
+        ConfigError: a row with a missing, unknown or negative field (path ``efficiency.<i>.<field>``).
+    """
+    records = rows.to_dict("records") if isinstance(rows, pd.DataFrame) else list(rows)
+    parsed, errors = [], []
+    for i, record in enumerate(records):
+        try:
+            parsed.append(EfficiencyRow.model_validate(record))
+        except ValidationError as exc:
+            errors += validation_errors(exc, prefix=f"efficiency.{i}")
+    if errors:
+        raise ConfigError(errors)
+    out = pd.DataFrame({"name": [r.name for r in parsed]})
+    for field, column, _, scale, _ in EFFICIENCY_FIELDS:
+        out[column] = [float("nan") if getattr(r, field) is None else getattr(r, field) * scale for r in parsed]
+    return out
+
+
+def _efficiency_texts(table: pd.DataFrame) -> tuple[list[str], list[list[str]]]:
+    headers = ["Configuration", *(h for _, _, h, _, _ in EFFICIENCY_FIELDS)]
+    rows = [[row["name"], *("n/a" if pd.isna(row[c]) else f"{row[c]:.{d}f}" for _, c, _, _, d in EFFICIENCY_FIELDS)]
+            for _, row in table.iterrows()]
+    return headers, rows
+
+
+def render_efficiency(table: pd.DataFrame) -> dict[str, str]:
+    """The efficiency table as ``{"md": ..., "tex": ..., "csv": ...}`` texts."""
+    headers, rows = _efficiency_texts(table)
+    caption = ("Cost per configuration: parameters, GFLOPs per clip (forward), estimated training memory "
+               "and training throughput.")
+    md = ["| " + " | ".join(headers) + " |", "|:---|" + "---:|" * (len(headers) - 1)]
+    md += ["| " + " | ".join(r) + " |" for r in rows]
+    tex = [r"\begin{table}[t]", r"\centering", rf"\caption{{{tex_escape(caption)}}}", r"\label{tab:efficiency}",
+           rf"\begin{{tabular}}{{l{'r' * (len(headers) - 1)}}}", r"\toprule",
+           " & ".join(tex_escape(h) for h in headers) + r" \\", r"\midrule",
+           *(" & ".join(tex_escape(c) for c in r) + r" \\" for r in rows), r"\bottomrule", r"\end{tabular}",
+           r"\end{table}"]
+    return {"md": "\n".join(md) + f"\n\n**Table.** {caption}\n", "tex": "\n".join(tex) + "\n",
+            "csv": table.to_csv(index=False, float_format=CSV_FLOAT, lineterminator="\n")}
+
+
+def write_paper(paper_spec: Mapping, *, tracking_uri: str, out_dir: Path,
+                efficiency: pd.DataFrame | Sequence[Mapping] | None = None, command: str | None = None) -> list[Path]:
+    """Write every declared table (``<name>.csv/.md/.tex``), the efficiency table and a README.
+
+    Args:
+        paper_spec: the ``paper:`` section (table name -> study, metrics, caption, reference).
+        tracking_uri: MLflow tracking URI the studies were logged to.
+        out_dir: output folder, conventionally ``reports/paper``.
+        efficiency: rows of name, params, gflops, train_mem_mb, clips_per_s; no table when None.
+        command: command line recorded in the README.
+
+    Returns:
+        Every written path, README.md last.
+
+    Raises:
+        ConfigError: an invalid spec or efficiency row (nothing is written).
+        ReportError: a declared study without finished units, or a bad reference/metric.
+    """
+    out_dir = Path(out_dir)
+    tables = parse_paper_spec(paper_spec)
+    eff = efficiency_table(efficiency) if efficiency is not None else None
+    # Every study is read and checked before the first file is written.
+    texts: list[tuple[Path, str, str]] = []
+    sources = []
+    for name, spec in tables.items():
+        units = load_study_runs(spec.study, tracking_uri, cell_order=spec.cell_order)
+        if finished(units).empty:
+            raise ReportError(f"paper table {name!r}: study {spec.study!r} has no finished unit")
+        for metric in spec.metrics:
+            finished(units, metric)
+        reference = reference_cell(units, spec.reference)
+        table = study_table(units, spec.metrics, reference)
+        caption = table_caption(units, spec.metrics, reference, title=spec.caption)
+        stem = safe_name(name)
+        desc = f"table `{name}` from study `{spec.study}`"
+        texts += [(out_dir / f"{stem}.csv", render_csv(table), desc),
+                  (out_dir / f"{stem}.md", render_markdown(table, spec.metrics, caption), desc),
+                  (out_dir / f"{stem}.tex", render_latex(table, spec.metrics, caption, f"tab:{stem}"), desc)]
+        commits = sorted(finished(units)["git_commit"].fillna("unknown").unique())
+        sources.append(f"- `{name}`: study `{spec.study}` (MLflow experiment id {units.attrs['experiment_id']}), "
+                       f"{int((units['status'] == 'FINISHED').sum())}/{len(units)} units finished, reference "
+                       f"`{reference}`, commits {', '.join(f'`{c}`' for c in commits)}")
+    if eff is not None:
+        texts += [(out_dir / f"efficiency.{suffix}", text, "efficiency over configurations")
+                  for suffix, text in render_efficiency(eff).items()]
+    files = [(write_text(path, text), desc) for path, text, desc in texts]
+    lines = ["# Paper tables", "", "Generated from MLflow runs only. Regenerate with:", "", "```",
+             command or "python runner.py paper", "```", "", f"- MLflow tracking URI: `{redact_uri(tracking_uri)}`",
+             *sources, "", "## Files", "", "| File | Content |", "|:---|:---|"]
+    lines += [f"| [{p.name}]({p.name}) | {desc} |" for p, desc in files]
+    return [p for p, _ in files] + [write_text(out_dir / "README.md", "\n".join(lines) + "\n")]
