@@ -109,7 +109,8 @@ def relaxed_topk(scores: torch.Tensor, k: int, tau: float) -> torch.Tensor:
     Args:
         scores: (M, N) perturbed importances.
     Returns:
-        (M, N) weights in [0, 1] summing to k per row; the k largest scores tend to 1 as tau -> 0.
+        (M, N) non-negative weights summing to k per row; as tau -> 0 the k largest scores tend
+        to 1 and the rest to 0 (at larger tau a dominant score can take more than 1).
     """
     khot = torch.zeros_like(scores)
     onehot = torch.zeros_like(scores)
