@@ -162,3 +162,167 @@ def test_cache_roundtrip_and_corrupt_entries_are_named(tmp_path):
     with pytest.raises(CacheError, match=f"{path}: corrupt cache entry"):
         load_entry(path)
     assert not is_valid_entry(path) and prep._stored_flags(path) is None
+
+
+# ---------------------------------------------------------------- end to end on synthetic RAVDESS
+
+SYNTH = {"actors": 2, "clips_per_class": 1, "seconds": 1.0, "fps": 15, "size": 160, "seed": 0}
+SETTINGS = prep.PrepareSettings(frames=8, size=96, audio_seconds=1.0)
+
+
+@pytest.fixture(scope="session")
+def synth_root(tmp_path_factory) -> Path:
+    """16 clips (2 actors x 8 emotions) with the generator's manifest."""
+    from fer.data.synth import generate
+
+    root = tmp_path_factory.mktemp("synth")
+    generate(root, **SYNTH)
+    return root
+
+
+@pytest.fixture(scope="session")
+def manifest(synth_root) -> dict:
+    return json.loads((synth_root / "synth-manifest.json").read_text())["clips"]
+
+
+@pytest.fixture(scope="session")
+def prepared(synth_root, face_model, tmp_path_factory):
+    """(cache dir, report) of one prepare run over the synthetic set, two workers."""
+    cache = tmp_path_factory.mktemp("cache")
+    report = prep.run_prepare(synth_root, cache, SETTINGS, workers=2, face_model=face_model)
+    return cache, report
+
+
+def _key(face_model: Path, **changes) -> str:
+    return SETTINGS.model_copy(update={"face_model_sha": sha256_of(face_model), **changes}).key()
+
+
+def _entries(cache: Path, key: str) -> dict[str, Path]:
+    return {p.stem: p for p in sorted(settings_dir(cache, key).glob("*.npz"))}
+
+
+def _iou(a, b) -> float:
+    ix = max(0.0, min(a[2], b[2]) - max(a[0], b[0]))
+    iy = max(0.0, min(a[3], b[3]) - max(a[1], b[1]))
+    inter = ix * iy
+    return inter / ((a[2] - a[0]) * (a[3] - a[1]) + (b[2] - b[0]) * (b[3] - b[1]) - inter)
+
+
+def test_faces_are_found_where_the_generator_put_them(prepared, manifest, face_model):
+    cache, report = prepared
+    assert report == {"prepared": 16, "skipped": [], "flagged": []}
+    entries = _entries(cache, _key(face_model))
+    assert sorted(entries) == sorted(manifest)
+    detected, ious, kp_errors = [], [], []
+    for clip_id, path in entries.items():
+        entry, truth = load_entry(path), manifest[clip_id]
+        detected += entry.meta["face_detected"]
+        ious += [_iou(box, truth["face_box"]) for box, found
+                 in zip(entry.meta["face_boxes"], entry.meta["face_detected"]) if found]
+        # The generator's keypoints (neutral face, frame pixels) through each frame's crop.
+        squares = np.array(entry.meta["crop_squares"], np.float64)  # (T, 3) x0, y0, side
+        expected = (np.array(truth["keypoints"])[None] - squares[:, None, :2]) * 96 / squares[:, None, 2:]
+        kp_errors.append(np.abs(expected - entry.keypoints).max() / 96)
+        assert ((entry.keypoints >= 0) & (entry.keypoints <= 96)).all(), clip_id
+        assert entry.frames.shape == (8, 96, 96, 3) and entry.frames.dtype == np.uint8
+    print(f"faces on {np.mean(detected):.1%} of frames; IoU median {np.median(ious):.2f} "
+          f"min {min(ious):.2f}; keypoint error max {max(kp_errors):.3f} mean {np.mean(kp_errors):.3f}")
+    assert np.mean(detected) >= 0.95
+    # The planted box is the neutral face; expressions move the jaw and brows, so a frame's box
+    # may differ a little, never a lot.
+    assert np.median(ious) > 0.8 and min(ious) > 0.5
+    # Keypoints: within 12% of the crop of the neutral ones (mouth and brows move with emotion).
+    assert max(kp_errors) < 0.12 and np.mean(kp_errors) < 0.06
+
+
+def test_audio_has_the_rate_and_length_asked_for(prepared, manifest, face_model):
+    cache, _ = prepared
+    rate = SETTINGS.sample_rate
+    for clip_id, path in _entries(cache, _key(face_model)).items():
+        entry, truth = load_entry(path), manifest[clip_id]
+        assert entry.audio.shape == (rate,) and entry.audio.dtype == np.float32
+        # Decoded length before fitting: the clip's 1 s at 16 kHz (+ AAC priming).
+        assert abs(entry.meta["audio_samples"] - rate) < 0.03 * rate
+        # Speech sits where the generator put it: loud inside, quiet before and after.
+        offset = (entry.meta["audio_samples"] - len(entry.audio)) // 2
+        start, end = (int(s * rate) - offset for s in truth["voice_cues"]["speech_s"])
+        rms = lambda x: float(np.sqrt(np.mean(x ** 2)))  # noqa: E731
+        inside = rms(entry.audio[start + 500:end - 500])
+        assert inside > 5 * rms(entry.audio[:start - 500]), clip_id
+        assert inside > 5 * rms(entry.audio[end + 800:]), clip_id
+
+
+def test_rerun_does_no_work(prepared, synth_root, face_model, monkeypatch):
+    cache, report = prepared
+    entries = _entries(cache, _key(face_model))
+    mtimes = {k: p.stat().st_mtime_ns for k, p in entries.items()}
+    calls = []
+    monkeypatch.setattr(prep, "prepare_clip", lambda *args: calls.append(args))
+    again = prep.run_prepare(synth_root, cache, SETTINGS, workers=1, face_model=face_model)
+    assert calls == [] and again == report
+    assert {k: p.stat().st_mtime_ns for k, p in entries.items()} == mtimes
+
+
+@pytest.mark.parametrize("change", [{"frames": 4}, {"size": 64}])
+def test_changed_setting_builds_new_entries_and_keeps_the_old(prepared, synth_root, face_model,
+                                                              change):
+    cache, _ = prepared
+    old = _entries(cache, _key(face_model))
+    mtimes = {k: p.stat().st_mtime_ns for k, p in old.items()}
+    clips = prep.scan_dataset(synth_root).clips[:3]
+    report = prep.run_prepare(None, cache, SETTINGS.model_copy(update=change), workers=1,
+                              face_model=face_model, clips=clips)
+    assert report == {"prepared": 3, "skipped": [], "flagged": []}
+    new = _entries(cache, _key(face_model, **change))
+    assert sorted(new) == [c.clip_id for c in clips]
+    frames, size = change.get("frames", 8), change.get("size", 96)
+    assert load_entry(new[clips[0].clip_id]).frames.shape == (frames, size, size, 3)
+    assert {k: p.stat().st_mtime_ns for k, p in old.items()} == mtimes
+    assert all(is_valid_entry(p) for p in old.values())
+
+
+def test_ensure_prepared_returns_entries_of_good_clips(prepared, synth_root, face_model, tmp_path):
+    cache, _ = prepared
+    clips = prep.scan_dataset(synth_root).clips
+    broken = tmp_path / "01-01-01-01-01-09.mp4"
+    broken.write_bytes(b"")
+    missing = Clip(clip_id="01-01-01-01-01-09", vocal_channel="speech", emotion=0, intensity=1,
+                   statement=1, repetition=1, actor=9, video_path=broken, audio_path=broken,
+                   audio_from_video=True)
+    paths = prep.ensure_prepared(clips + [missing], cache, SETTINGS, workers=1, face_model=face_model)
+    assert paths == _entries(cache, _key(face_model))
+    assert len(paths) == 16 and missing.clip_id not in paths
+
+
+def _dead_pid() -> int:
+    proc = subprocess.Popen([sys.executable, "-c", "pass"])
+    proc.wait()
+    return proc.pid
+
+
+def test_killed_prepare_resumes_to_a_complete_cache(synth_root, manifest, face_model, tmp_path):
+    cache = tmp_path / "cache"
+    args = [sys.executable, "runner.py", "prepare", "--data-root", str(synth_root), "--cache",
+            str(cache), "--frames", "6", "--size", "80", "--audio-seconds", "1.0",
+            "--face-model", str(face_model)]
+    proc = subprocess.Popen([*args, "--workers", "2"], cwd=ROOT, start_new_session=True,
+                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    folder = settings_dir(cache, _key(face_model, frames=6, size=80))
+    deadline = time.monotonic() + 120
+    while len(list(folder.glob("*.npz"))) < 3 and proc.poll() is None and time.monotonic() < deadline:
+        time.sleep(0.05)
+    os.killpg(proc.pid, signal.SIGKILL)  # the CLI and its worker processes
+    proc.wait()
+    done_before = {p.name: p.stat().st_mtime_ns for p in folder.glob("*.npz")}
+    assert 3 <= len(done_before) < 16, "the kill must land mid-run"
+    assert all(is_valid_entry(folder / name) for name in done_before)  # atomic: no torn entry
+    (folder / f".01-01-01-01-01-01.npz.{_dead_pid()}.abc123.tmp").write_bytes(b"torn")
+
+    rerun = subprocess.run([*args, "--workers", "1"], cwd=ROOT, capture_output=True, text=True)
+    assert rerun.returncode == 0, rerun.stderr[-2000:]
+    report = json.loads((cache / "prepare-report.json").read_text())
+    assert report == {"prepared": 16, "skipped": [], "flagged": []}
+    assert sorted(p.name for p in folder.iterdir()) == sorted(f"{c}.npz" for c in manifest)
+    assert all(is_valid_entry(p) for p in folder.iterdir())
+    assert {n: (folder / n).stat().st_mtime_ns for n in done_before} == done_before  # resumed
+    assert f"{16 - len(done_before)} new" in rerun.stdout
