@@ -112,11 +112,16 @@ def folds(data_root, protocol, vocal_channel, as_json) -> None:
 def prepare(data_root, cache_dir, workers, frames, size, audio_seconds, vocal_channel, face_model,
             strict) -> None:
     """Decode, crop faces and resample audio for every clip, into the prepared-clip cache."""
+    from fer.data.face_model import FaceModelError
     from fer.data.prepare import PrepareSettings, run_prepare
 
     settings = PrepareSettings(frames=frames, size=size, audio_seconds=audio_seconds)
-    report = run_prepare(data_root, cache_dir, settings, workers=workers,
-                         vocal_channel=vocal_channel, face_model=face_model)
+    try:
+        report = run_prepare(data_root, cache_dir, settings, workers=workers,
+                             vocal_channel=vocal_channel, face_model=face_model)
+    except FaceModelError as exc:
+        click.echo(f"error: {exc}", err=True)
+        sys.exit(2)
     if strict and (report["skipped"] or report["flagged"]):
         sys.exit(1)
 
