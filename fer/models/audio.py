@@ -42,6 +42,8 @@ def fastconformer(*, hidden: int, layers: int, heads: int, ff: int, subsampling_
         conv_kernel_size=9,
         subsampling_factor=8,
         subsampling_conv_channels=subsampling_channels,
+        subsampling_conv_kernel_size=3,
+        subsampling_conv_stride=2,
         num_mel_bins=80,
         attention_bias=True,
         convolution_bias=True,
@@ -110,7 +112,7 @@ class AudioConfig(BaseModel):
 # ``model.audio.encoder`` always describes the weights it used. Depth may differ (``layers``).
 ARCHITECTURE_FIELDS = (
     "hidden_size", "num_attention_heads", "intermediate_size", "conv_kernel_size", "subsampling_factor",
-    "subsampling_conv_channels", "num_mel_bins",
+    "subsampling_conv_channels", "subsampling_conv_kernel_size", "subsampling_conv_stride", "num_mel_bins",
 )
 
 
@@ -168,16 +170,24 @@ class AudioEncoder(nn.Module):
         return hidden[:, : self.frames(audio.shape[1])]  # (B, Ta, D)
 
 
+class _DropLoadReport(logging.Filter):
+    """Drops transformers' per-key load report: dropped layers and a head's weights are expected
+    there, and ``load_parakeet_encoder`` checks the one thing that matters (nothing missing)."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        return "LOAD REPORT" not in record.getMessage()
+
+
 @contextmanager
 def _quiet_load_report():
-    """Silence transformers' load report: dropped layers are expected, and checked by the caller."""
+    # A filter, not a higher level: transformers runs extra checks when this logger's level is raised.
     log = logging.getLogger("transformers.modeling_utils")
-    level = log.level
-    log.setLevel(logging.ERROR)
+    drop = _DropLoadReport()
+    log.addFilter(drop)
     try:
         yield
     finally:
-        log.setLevel(level)
+        log.removeFilter(drop)
 
 
 def pretrained_encoder_config(source: str) -> ParakeetEncoderConfig:

@@ -75,7 +75,7 @@ class LogMelSpectrogram(nn.Module):
                 x, self.n_fft, hop_length=self.hop, win_length=self.win_length, window=self.window,
                 center=True, pad_mode="constant", return_complex=True,
             )  # (B, F, Tm)
-            power = torch.view_as_real(spec).pow(2).sum(-1)  # (B, F, Tm)
+            power = spec.real.square() + spec.imag.square()  # (B, F, Tm)
             mel = torch.log(self.filters @ power + LOG_GUARD).transpose(1, 2)  # (B, Tm, M)
 
             valid = audio.shape[1] // self.hop

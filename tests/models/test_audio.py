@@ -254,3 +254,14 @@ def test_load_weights_false_reads_no_checkpoint():
     with torch.device("meta"):
         enc = build_audio_encoder(cfg, sample_rate=SR, load_weights=False)
     assert len(enc.encoder.layers) == 2 and enc.frozen
+
+
+def test_missing_encoder_weights_are_an_error(tmp_path):
+    from safetensors.torch import load_file, save_file
+
+    save_checkpoint("encoder", tmp_path)
+    weights = load_file(tmp_path / "model.safetensors")
+    del weights["layers.0.self_attn.q_proj.weight"]
+    save_file(weights, tmp_path / "model.safetensors", metadata={"format": "pt"})
+    with pytest.raises(ValueError, match=r"checkpoint lacks \['layers.0.self_attn.q_proj.weight'\]"):
+        load_parakeet_encoder(str(tmp_path), layers=2)
