@@ -1,0 +1,81 @@
+"""Mux frames and a waveform into an mp4: H.264 video (yuv420p) + AAC audio at 48 kHz (PyAV).
+
+Both encoders run single-threaded (clips are parallelised instead), which also keeps their
+output byte-identical from run to run. The file is written under a temporary name in the
+target folder and moved into place, so a crash never leaves a truncated clip.
+"""
+
+from __future__ import annotations
+
+import os
+import tempfile
+from collections.abc import Iterable
+from fractions import Fraction
+from pathlib import Path
+
+import av
+import numpy as np
+
+AUDIO_RATE = 48_000
+AUDIO_LAYOUT = "stereo"  # as the RAVDESS audio-video files
+_AAC_FRAME = 1024  # samples per AAC frame
+
+
+def write_clip(path: Path, frames: Iterable[np.ndarray], audio: np.ndarray, *, fps: int,
+               size: int, crf: int = 18) -> Path:
+    """Encode one clip atomically.
+
+    Args:
+        path: target ``.mp4``.
+        frames: uint8 (size, size, 3) RGB frames.
+        audio: float32 (L,) mono waveform at ``AUDIO_RATE`` in [-1, 1]; written to both channels.
+        fps: frame rate.
+        size: frame width and height (even).
+        crf: x264 constant rate factor (lower = higher quality).
+
+    Returns:
+        ``path``.
+    """
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.stem}.", suffix=".mp4.tmp")
+    os.close(fd)
+    try:
+        with av.open(tmp, mode="w", format="mp4") as container:
+            video = container.add_stream("libx264", rate=fps)
+            video.width = video.height = size
+            video.pix_fmt = "yuv420p"
+            video.time_base = Fraction(1, fps)
+            video.options = {"crf": str(crf), "preset": "veryfast", "threads": "1"}
+            sound = container.add_stream("aac", rate=AUDIO_RATE)
+            sound.layout = AUDIO_LAYOUT
+            sound.time_base = Fraction(1, AUDIO_RATE)
+            sound.codec_context.thread_count = 1
+            sound.options = {"aac_coder": "fast"}  # ~3x faster than the default two-loop search
+            stereo = np.stack([audio, audio]).astype(np.float32)
+            audio_done = 0  # samples muxed so far; audio is interleaved with the video by time
+
+            def mux_audio(until: int) -> None:
+                nonlocal audio_done
+                while audio_done < min(until, stereo.shape[1]):
+                    chunk = np.ascontiguousarray(stereo[:, audio_done:audio_done + _AAC_FRAME])
+                    frame = av.AudioFrame.from_ndarray(chunk, format="fltp", layout=AUDIO_LAYOUT)
+                    frame.sample_rate = AUDIO_RATE
+                    frame.pts = audio_done
+                    container.mux(sound.encode(frame))
+                    audio_done += chunk.shape[1]
+
+            for i, img in enumerate(frames):
+                frame = av.VideoFrame.from_ndarray(img, format="rgb24")
+                frame.pts = i
+                container.mux(video.encode(frame))
+                mux_audio((i + 1) * AUDIO_RATE // fps)
+            container.mux(video.encode())
+            mux_audio(stereo.shape[1])
+            container.mux(sound.encode())
+        os.chmod(tmp, 0o644)  # mkstemp creates it private
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+    return path
