@@ -12,7 +12,9 @@ Selection with a learned score is differentiable while training: Gumbel top-k (K
 picks the k patches, and a straight-through estimator multiplies each selected token by
 ``1 + (soft - soft.detach())``, exactly 1 forward, while the gradient flows through ``soft``, the
 relaxed k-hot mask of Xie & Ermon (2019), into the scorer. At evaluation the selection is the
-plain top-k of the importance, without noise.
+plain top-k of the importance, without noise. Modes without a learned score have nothing to train:
+``prior`` takes the plain top-k in training too, ``random`` draws a fresh subset per frame each
+training step and a fixed one at evaluation, ``grid`` keeps k patches evenly spaced in raster order.
 
 Selected tokens keep their patch (raster) order, not their rank order: the SigLIP tokens already
 carry their position, later stages see a stable layout, and with k = N every mode returns its
@@ -166,9 +168,10 @@ class RoiCompression(nn.Module):
         if self.mode.rule == "grid":
             index = grid_indices(n, self.k).to(tokens.device).expand(m, -1)  # (M, k)
         elif self.mode.rule == "random":
-            # Fresh subsets while training; at evaluation a fixed draw, so scores are repeatable.
-            generator = None if self.training else torch.Generator(tokens.device).manual_seed(0)
-            noise = torch.rand(m, n, generator=generator, device=tokens.device)
+            if self.training:  # a fresh subset per frame and step
+                noise = torch.rand(m, n, device=tokens.device)
+            else:  # a fixed draw (on the CPU, any device has one), so evaluation is repeatable
+                noise = torch.rand(m, n, generator=torch.Generator().manual_seed(0)).to(tokens.device)
             index = noise.topk(self.k, dim=-1).indices
         else:
             score = self.importance(tokens, keypoints)  # (M, N)

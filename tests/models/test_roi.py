@@ -228,3 +228,13 @@ def test_config_and_build_errors():
         roi("prior", g=1, heads=5)
     with pytest.raises(ValueError, match="built for 64 patches, got 49"):
         roi("prior")(torch.randn(1, 1, 49, D), faces(1, 1))
+
+
+@pytest.mark.parametrize("training", [True, False], ids=["train", "eval"])
+@pytest.mark.parametrize("mode", MODES)
+def test_runs_on_the_meta_device(mode, training):
+    """Profiling builds the model on the meta device: every mode must run there."""
+    with torch.device("meta"):
+        module = roi(mode, k=16, g=2).train(training)
+        out = module(torch.randn(2, 3, N, D), torch.rand(2, 3, 6, 2))
+    assert out.shape == (2, 3, 18, D) and out.is_meta

@@ -227,3 +227,29 @@ def test_config_errors_name_the_choices():
         VisualConfig(encoder="vit-h")
     with pytest.raises(ValueError, match="data.size 60 is not a multiple"):
         build_visual_encoder(VisualConfig(), image_size=60)
+
+
+@pytest.mark.parametrize("backend", BACKENDS)
+def test_branch_training_step_moves_only_the_trainable_parts(backend):
+    """Frozen encoder -> ROI -> temporal encoder: one optimiser step changes ROI and temporal
+    weights and leaves the encoder bit-identical."""
+    from fer.models.roi import build_roi
+    from fer.models.temporal import build_temporal
+
+    torch.manual_seed(0)
+    cfg = VisualConfig(backend=backend, roi=dict(k=16, global_tokens=2), temporal=dict(layers=2, heads=4))
+    enc = build_visual_encoder(cfg, image_size=64)
+    roi = build_roi(cfg.roi, dim=enc.out_dim, grid=enc.grid)
+    temporal = build_temporal(cfg.temporal, in_dim=enc.out_dim, segments=4)
+    branch = torch.nn.ModuleList([enc, roi, temporal]).train()
+    before = {k: v.clone() for k, v in branch.state_dict().items()}
+    opt = torch.optim.AdamW(branch.parameters(), lr=1e-3)
+    out = temporal(roi(enc(torch.randn(2, 8, 3, 64, 64)), torch.rand(2, 8, 6, 2)))
+    assert out.shape == (2, 4, enc.out_dim)
+    (out * torch.randn_like(out)).sum().backward()
+    opt.step()
+    after = branch.state_dict()
+    assert all(torch.equal(after[k], before[k]) for k in before if k.startswith("0."))
+    moved = {k for k in before if not torch.equal(after[k], before[k])}
+    trainable = {"1." + n for n, _ in roi.named_parameters()} | {"2." + n for n, _ in temporal.named_parameters()}
+    assert moved == trainable
