@@ -1,7 +1,44 @@
-"""Named presets: each is a delta over the defaults of ``fer.config.RunConfig``."""
+"""Named presets: each is a nested-dict delta over the defaults of ``fer.config.RunConfig``.
+
+Written as dotted paths (the keys ``--set`` and ``ablations.yaml`` use) and nested by ``merge``.
+The defaults are already the toy model (tiny encoders, a random 2-layer LFM2 at width 64), so
+``tiny`` only shrinks the data; ``full`` is a delta over ``rtx3050``.
+
+- ``tiny``: every part at toy width (under 5M parameters), 64 px, 8 frames, 2 s of audio; tests
+  and the demo.
+- ``rtx3050``: SigLIP2 B/16 frozen, FastConformer-large's first 6 layers frozen, LFM2-700M's
+  first 6 layers with LoRA; sized to train at batch 8 in bf16 within 8 GB.
+- ``full``: the largest sensible configuration: every encoder layer, everything unfrozen, all
+  16 LFM2-700M layers.
+
+FastConformer-large has no transformers-format checkpoint on the hub: convert NVIDIA's NeMo
+``nvidia/stt_en_fastconformer_ctc_large`` with transformers' ``convert_nemo_to_hf.py`` into
+``weights/stt_en_fastconformer_ctc_large`` (or point ``model.audio.pretrained`` elsewhere).
+"""
+
+from fer.config import merge
+
+TINY = {
+    "data.size": 64, "data.frames": 8, "data.audio_seconds": 2.0,
+    "model.visual.roi.k": 16,
+}  # fmt: skip
+
+RTX3050 = {
+    "model.audio.encoder": "fastconformer-large", "model.audio.layers": 6,
+    "model.audio.pretrained": "weights/stt_en_fastconformer_ctc_large",
+    "model.visual.encoder": "siglip2-b16", "model.visual.pretrained": "timm/vit_base_patch16_siglip_224.v2_webli",
+    "model.fusion.pretrained": "LiquidAI/LFM2-700M", "model.fusion.init": "pretrained", "model.fusion.layers": 6,
+    "model.fusion.freeze": "lora",
+}  # fmt: skip
+
+FULL = {
+    **RTX3050,
+    "model.audio.layers": None, "model.audio.freeze": False, "model.visual.freeze": False,
+    "model.fusion.layers": 16, "model.fusion.freeze": "unfrozen",
+}  # fmt: skip
 
 PRESETS: dict[str, dict] = {
-    "tiny": {},
-    "rtx3050": {},
-    "full": {},
+    "tiny": merge({}, TINY),
+    "rtx3050": merge({}, RTX3050),
+    "full": merge({}, FULL),
 }

@@ -60,14 +60,14 @@ class FusionConfig(BaseModel):
 
     model_config = ConfigDict(extra="forbid")
 
-    layers: int = Field(6, ge=0)  # LFM2 decoder layers kept (the first N); 0 = no fusion layers
-    pretrained: str | None = "LiquidAI/LFM2-700M"  # architecture (and weights): hub id or local dir
-    init: Literal["pretrained", "random"] = "pretrained"  # load the checkpoint's weights or not
-    width: int = Field(1536, ge=1)  # used only when pretrained is null: random-init architecture
-    heads: int = Field(24, ge=1)
-    kv_heads: int = Field(8, ge=1)
-    ffn_dim: int = Field(10240, ge=1)  # LFM2 block_ff_dim (Lfm2 shrinks it to 2/3, multiple of 256)
-    freeze: str = "lora"  # FUSION_FREEZE: frozen | unfrozen | lora
+    layers: int = Field(2, ge=0)  # LFM2 decoder layers kept (the first N); 0 = no fusion layers
+    pretrained: str | None = None  # architecture (and weights): hub id or local dir; None = widths below
+    init: Literal["pretrained", "random"] = "random"  # load the checkpoint's weights or not
+    width: int = Field(64, ge=1)  # the random-init architecture, used only when pretrained is null
+    heads: int = Field(4, ge=1)
+    kv_heads: int = Field(2, ge=1)
+    ffn_dim: int = Field(256, ge=1)  # LFM2 block_ff_dim (Lfm2 shrinks it to 2/3, multiple of 256)
+    freeze: str = "unfrozen"  # FUSION_FREEZE: frozen | unfrozen | lora
     lora_rank: int = Field(16, ge=1)
     order: Literal["interleave", "concat"] = "interleave"
     out_dim: int = Field(512, ge=1)

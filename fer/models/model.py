@@ -1,0 +1,125 @@
+"""The audio-visual FER model: two branches, LFM2 fusion, classifier head.
+
+    audio (B, L) -> audio_encoder (B, Ta, Da) -> audio_pooling (B, S, Da) ---------------.
+    frames (B, T, 3, H, W) -> visual_encoder (B, T, N, Dv) -> roi (B, T, k+g, Dv)         |
+                           keypoints (B, T, 6, 2) --^       -> temporal (B, S, Dt) -------+-> fusion (B, S', 512)
+                                                                                         -> classifier (B, 8)
+
+``model.modality`` decides which branches exist: a single-modality model does not build the
+other branch (no parameters, no compute). The submodule names are the parameter groups of
+differential learning rates (``train.lr_mult.<name>``).
+
+    model = build_model(resolve_config("tiny"))
+    logits = model(batch)  # batch dict from fer.data.dataset
+"""
+
+from __future__ import annotations
+
+import torch
+from torch import nn
+
+from fer.models.audio import build_audio_encoder
+from fer.models.classifier import build_classifier
+from fer.models.fusion import build_fusion
+from fer.models.pooling import build_segment_pooling
+from fer.models.roi import build_roi
+from fer.models.temporal import build_temporal
+from fer.models.visual import build_visual_encoder
+
+# Submodule names, in forward order; also the parameter-group names.
+PARTS = ("audio_encoder", "audio_pooling", "visual_encoder", "roi", "temporal", "fusion", "classifier")
+
+
+class FERModel(nn.Module):
+    """Batch dict -> (B, 8) emotion logits. A part is None when the modality excludes it.
+
+    Args:
+        audio_encoder: (B, L) -> (B, Ta, Da); audio_pooling: (B, Ta, Da) -> (B, S, Da).
+        visual_encoder: (B, T, 3, H, W) -> (B, T, N, Dv); roi: + keypoints -> (B, T, k+g, Dv);
+        temporal: -> (B, S, Dt).
+        fusion: (B, S, Da) | None, (B, S, Dt) | None -> (B, S', 512).
+        classifier: (B, S', 512) -> (B, 8).
+    """
+
+    def __init__(self, *, audio_encoder: nn.Module | None, audio_pooling: nn.Module | None,
+                 visual_encoder: nn.Module | None, roi: nn.Module | None, temporal: nn.Module | None,
+                 fusion: nn.Module, classifier: nn.Module):
+        super().__init__()
+        self.audio_encoder = audio_encoder
+        self.audio_pooling = audio_pooling
+        self.visual_encoder = visual_encoder
+        self.roi = roi
+        self.temporal = temporal
+        self.fusion = fusion
+        self.classifier = classifier
+
+    def audio_segments(self, batch: dict) -> torch.Tensor:
+        """(B, S, Da) from ``audio_feats`` (B, Ta, Da) when the batch has them, else from ``audio`` (B, L)."""
+        feats = batch.get("audio_feats")
+        if feats is None:
+            feats = self.audio_encoder(batch["audio"])  # (B, Ta, Da)
+        return self.audio_pooling(feats)  # (B, S, Da)
+
+    def visual_segments(self, batch: dict) -> torch.Tensor:
+        """(B, S, Dt) from ``visual_feats`` (B, T, N, Dv) when present, else from ``frames``."""
+        tokens = batch.get("visual_feats")
+        if tokens is None:
+            tokens = self.visual_encoder(batch["frames"])  # (B, T, N, Dv)
+        tokens = self.roi(tokens, batch["keypoints"])  # (B, T, k+g, Dv)
+        return self.temporal(tokens)  # (B, S, Dt)
+
+    def forward(self, batch: dict) -> torch.Tensor:
+        audio = self.audio_segments(batch) if self.audio_pooling is not None else None
+        visual = self.visual_segments(batch) if self.temporal is not None else None
+        return self.classifier(self.fusion(audio, visual))  # (B, 8)
+
+    def param_groups(self) -> dict[str, list[nn.Parameter]]:
+        """Trainable parameters by part name (``PARTS``); parts with none are left out."""
+        groups = {}
+        for name in PARTS:
+            part = getattr(self, name)
+            params = [p for p in part.parameters() if p.requires_grad] if part is not None else []
+            if params:
+                groups[name] = params
+        return groups
+
+
+def build_model(cfg, device: str | torch.device = "cpu") -> FERModel:
+    """The model of a resolved run config.
+
+    Seed torch before calling: every random initialisation draws from its global generator.
+
+    Args:
+        cfg: ``fer.config.RunConfig``; ``model.*`` plus ``data.size``, ``data.sample_rate``.
+        device: where the parameters live. ``"meta"`` builds shapes only: no pretrained weights
+            are read (architectures come from the presets and published configs), which is what
+            profiling every preset on a CPU needs.
+    Returns:
+        FERModel on ``device``.
+    """
+    device = torch.device(device)
+    if device.type == "meta":
+        with device:
+            return _build(cfg, load_weights=False)
+    return _build(cfg, load_weights=True).to(device)
+
+
+def _build(cfg, *, load_weights: bool) -> FERModel:
+    m, data = cfg.model, cfg.data
+    parts: dict[str, nn.Module | None] = dict.fromkeys(PARTS)
+    audio_dim = visual_dim = None
+    if m.uses_audio:
+        parts["audio_encoder"] = build_audio_encoder(m.audio, sample_rate=data.sample_rate, load_weights=load_weights)
+        audio_dim = parts["audio_encoder"].out_dim
+        parts["audio_pooling"] = build_segment_pooling(m.audio.pooling, audio_dim, m.segments)
+    if m.uses_visual:
+        # The architecture is the encoder preset's; pretrained only names weights to read.
+        visual_cfg = m.visual if load_weights else m.visual.model_copy(update={"pretrained": None})
+        encoder = build_visual_encoder(visual_cfg, image_size=data.size)
+        parts["visual_encoder"] = encoder
+        parts["roi"] = build_roi(m.visual.roi, dim=encoder.out_dim, grid=encoder.grid)
+        parts["temporal"] = build_temporal(m.visual.temporal, in_dim=encoder.out_dim, segments=m.segments)
+        visual_dim = parts["temporal"].out_dim
+    parts["fusion"] = build_fusion(m.fusion, audio_dim=audio_dim, visual_dim=visual_dim, load_weights=load_weights)
+    parts["classifier"] = build_classifier(m.classifier, in_dim=m.fusion.out_dim)
+    return FERModel(**parts)
