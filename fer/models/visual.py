@@ -11,7 +11,8 @@ vector, which the ROI stage does not use, so the head is not built (a full B/16 
 ``VISUAL_ENCODERS`` names an architecture (``tiny`` or ``siglip2-b16``); ``VISUAL_BACKENDS`` the
 library that builds it. ``pretrained`` is a hub id or a local directory (a local weights file also
 works for timm); hub ids resolve through the local Hugging Face cache only when
-``HF_HUB_OFFLINE`` is set.
+``HF_HUB_OFFLINE`` is set. The SigLIP2 B/16 weights: ``timm/vit_base_patch16_siglip_224.v2_webli``
+(timm) and ``google/siglip2-base-patch16-224`` (transformers).
 
     enc = build_visual_encoder(VisualConfig(encoder="tiny"), image_size=64)
     enc(torch.randn(2, 8, 3, 64, 64)).shape  # (2, 8, 64, 64): N = (64 / 8) ** 2, Dv = 64
@@ -34,11 +35,6 @@ from fer.models.temporal import TemporalConfig
 VISUAL_ENCODERS: Registry = Registry("visual encoder")
 VISUAL_BACKENDS: Registry[type[nn.Module]] = Registry("visual backend")
 
-# Weights of the SigLIP2 B/16 224 px vision tower on the Hugging Face hub, per backend.
-PRETRAINED_IDS = {
-    "timm": "timm/vit_base_patch16_siglip_224.v2_webli",
-    "transformers": "google/siglip2-base-patch16-224",
-}
 TIMM_ARCHITECTURE = "vit_base_patch16_siglip_224"
 
 
