@@ -4,6 +4,11 @@ import os
 
 import pytest
 
+# huggingface_hub reads these once, at its first import (which test collection may trigger):
+# tests never reach a model hub; everything they load they built themselves.
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
+os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
+
 
 def pytest_collection_modifyitems(config, items):
     """Skip gpu-marked tests when no CUDA device is present (CI never has one)."""
@@ -20,10 +25,3 @@ def pytest_collection_modifyitems(config, items):
         if "gpu" in item.keywords:
             item.add_marker(skip)
 
-
-@pytest.fixture(autouse=True, scope="session")
-def _offline_hub():
-    """Tests never reach a model hub: everything they load they built themselves."""
-    os.environ.setdefault("HF_HUB_OFFLINE", "1")
-    os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
-    yield
