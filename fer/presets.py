@@ -4,8 +4,8 @@ Written as dotted paths (the keys ``--set`` and ``ablations.yaml`` use) and nest
 The defaults are already the toy model (tiny encoders, a random 2-layer LFM2 at width 64), so
 ``tiny`` only shrinks the data; ``full`` is a delta over ``rtx3050``.
 
-- ``tiny``: every part at toy width (under 5M parameters), 64 px, 8 frames, 2 s of audio; tests
-  and the demo.
+- ``tiny``: every part at toy width (under 5M parameters), 64 px, 8 frames, 4 segments, 2 s of
+  audio, 16 ROI patches of 64; tests and the demo.
 - ``rtx3050``: SigLIP2 B/16 frozen, FastConformer-large's first 6 layers frozen, LFM2-700M's
   first 6 layers with LoRA; sized to train at batch 8 in bf16 within 8 GB.
 - ``full``: the largest sensible configuration: every encoder layer, everything unfrozen, all
@@ -20,6 +20,7 @@ from fer.config import merge
 
 TINY = {
     "data.size": 64, "data.frames": 8, "data.audio_seconds": 2.0,
+    "model.segments": 4,  # 2 frames per segment, as rtx3050's 16 frames / 8 segments: pooling still pools
     "model.visual.roi.k": 16,
 }  # fmt: skip
 

@@ -87,7 +87,7 @@ class AttentionPooling(nn.Module):
 
     def __init__(self, dim: int):
         super().__init__()
-        self.score = nn.Linear(dim, 1)
+        self.score = nn.Linear(dim, 1, bias=False)  # a shared offset cancels in the softmax
 
     def weights(self, x: torch.Tensor) -> torch.Tensor:
         """(B, S', D) -> (B, S') weights summing to 1 per clip."""
