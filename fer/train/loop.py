@@ -88,12 +88,13 @@ def forward_gflops(model: nn.Module, batch: dict) -> float:
     """Forward GFLOPs per clip of ``model`` on ``batch`` in evaluation mode.
 
     Counts matrix multiplications, convolutions and attention (torch.utils.flop_counter), two
-    FLOPs per multiply-add.
+    FLOPs per multiply-add. Gradients stay enabled: FlopCounterMode's module tracker fails on
+    some modules under ``torch.no_grad``; the graph of this one batch is dropped at once.
     """
     from torch.utils.flop_counter import FlopCounterMode
 
     model.eval()
-    with torch.no_grad(), FlopCounterMode(display=False) as counter:
+    with FlopCounterMode(display=False) as counter:
         model(batch)
     return counter.get_total_flops() / 1e9 / len(batch["label"])
 

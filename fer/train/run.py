@@ -1,0 +1,271 @@
+"""One run unit as a function: resolved config + fold + seed in, metrics and predictions out.
+
+``run_unit`` indexes the RAVDESS folder, splits the clips by the protocol's fold into training,
+validation and test actors, prepares whichever clips are missing from the cache (the same cache
+as ``runner.py prepare``), builds the datasets (augmentation on the training split only) and a
+fresh model, trains with :func:`fer.train.loop.fit` and evaluates the test actors once. Nothing
+here knows about MLflow or Optuna; the study engine logs the returned :class:`UnitResult`.
+
+Validation actors alone drive early stopping and the best epoch. A protocol without validation
+actors (``hicmae-6fold``) selects on the test fold instead: allowed for comparison with published
+numbers, with the protocol's warning printed and returned in ``UnitResult.warnings``. A fold whose
+protocol names validation actors of which none are in the data is an error, never a silent
+fallback to the test actors.
+
+Several GPUs: ``accelerate launch --num_processes N script.py``, where every process calls
+``run_unit`` with the same arguments, works unchanged. Preparation runs on the main process first
+(the others then find the entries cached); each process builds the same seeded model, Accelerate
+wraps it in DistributedDataParallel and shards the loaders (the shuffle generator is synchronised
+from the main process, the augmentation draws depend only on seed, epoch and clip index);
+``train.batch_size`` is per process, so the effective batch is ``batch_size * N * grad_accum``.
+Evaluation gathers every process's predictions (padding duplicates dropped), so every process
+returns the same ``UnitResult``; only the main process calls the epoch callback, and the caller
+should log the result from the main process only. ``peak_mem_mb`` is then the main process's.
+"""
+
+from __future__ import annotations
+
+import gc
+import hashlib
+import json
+import resource
+import warnings
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from fer.config import RunConfig
+from fer.data.dataset import PreparedClipDataset, make_loader
+from fer.data.prepare import PrepareSettings, ensure_prepared
+from fer.data.protocols import Fold, get_protocol
+from fer.data.ravdess import Clip, index_clips
+from fer.labels import EMOTIONS
+from fer.train.loop import EpochCallback, Evaluation, fit
+
+
+@dataclass
+class UnitResult:
+    """Everything one unit produced; ``fer.tracking.log_unit_result`` logs it.
+
+    ``metrics``: ``test/war``, ``test/uar``, ``test/f1``, ``test/recall/<emotion>``,
+    ``best_epoch``, ``epochs_trained``, ``val/{war,uar,f1,loss}_best``, ``params/total``,
+    ``params/trainable``, ``gflops_per_clip``, ``train/clips_per_s``, ``peak_mem_mb``.
+    """
+
+    metrics: dict[str, float]
+    history: list[dict[str, float]]  # per epoch: epoch, train/loss, val/loss, val/uar, val/war, val/f1
+    predictions_val: list[dict]  # best epoch; columns fer.tracking.PREDICTION_COLUMNS
+    predictions_test: list[dict]
+    confusion_test: np.ndarray  # (8, 8) counts, rows = true, columns = predicted
+    data_manifest: str  # hash of the clip ids used and their cache entry keys
+    warnings: list[str] = field(default_factory=list)
+
+
+def split_clips(clips: list[Clip], protocol_name: str, fold: int) -> tuple[Fold, dict[str, list[Clip]]]:
+    """The fold's actors and its clips per split ("train", "val", "test").
+
+    Raises:
+        ValueError: fold out of range, or a split the protocol defines that has no clip here
+            (validation may be empty only when the protocol has no validation actors at all).
+    """
+    protocol = get_protocol(protocol_name)
+    folds = protocol.folds(sorted({c.actor for c in clips}))
+    if not 0 <= fold < len(folds):
+        raise ValueError(f"fold {fold} does not exist: protocol {protocol_name} has folds "
+                         f"0..{len(folds) - 1}")
+    chosen = folds[fold]
+    split_of = {a: name for name in ("train", "val", "test") for a in getattr(chosen, name)}
+    by_split: dict[str, list[Clip]] = {"train": [], "val": [], "test": []}
+    for clip in clips:
+        by_split[split_of[clip.actor]].append(clip)
+    wanted = protocol.splits[fold]  # (test actors, validation actors) of the full dataset
+    for name, declared in (("train", True), ("val", bool(wanted[1])), ("test", True)):
+        if declared and not by_split[name]:
+            raise ValueError(f"fold {fold} of {protocol_name} has no {name} clips in the data "
+                             f"(actors present: {sorted(split_of)}; the protocol's "
+                             f"{name} actors here: {list(getattr(chosen, name)) or 'none'})")
+    return chosen, by_split
+
+
+def inverse_frequency_weights(labels: list[int]) -> torch.Tensor:
+    """(8,) class weights n / (classes present * n_class), mean 1 over the present classes;
+    0 for a class absent from ``labels`` (it has no target to weigh)."""
+    counts = torch.bincount(torch.tensor(labels), minlength=len(EMOTIONS)).float()
+    present = counts > 0
+    weights = torch.zeros(len(EMOTIONS))
+    weights[present] = len(labels) / (present.sum() * counts[present])
+    return weights
+
+
+def prediction_rows(ev: Evaluation) -> list[dict]:
+    """One row per clip: clip_id, actor, label and pred as emotion names, p_<emotion>..."""
+    rows = []
+    for i, clip_id in enumerate(ev.clip_ids):
+        row = {"clip_id": clip_id, "actor": int(ev.actors[i]), "label": EMOTIONS[int(ev.labels[i])],
+               "pred": EMOTIONS[int(ev.preds[i])]}
+        row.update({f"p_{name}": float(p) for name, p in zip(EMOTIONS, ev.probs[i])})
+        rows.append(row)
+    return rows
+
+
+def manifest_hash(entries: dict[str, Path]) -> str:
+    """Short hash of (clip id, cache entry key) for every clip of the unit."""
+    rows = sorted((cid, path.parent.name) for cid, path in entries.items())
+    return hashlib.sha256(json.dumps(rows).encode()).hexdigest()[:16]
+
+
+class PeakMemory:
+    """Peak memory of a block, in MiB.
+
+    CUDA: ``torch.cuda.max_memory_allocated`` (tensors of this process on its device), counter
+    reset on entry. CPU: the process's peak resident set size above its size on entry; the Linux
+    peak counter (VmHWM) is reset on entry through ``/proc/self/clear_refs``, and where that is
+    not allowed the block's growth of ``getrusage`` max RSS is used, which reads 0 when an earlier
+    block of the same process peaked higher.
+    """
+
+    def __enter__(self) -> PeakMemory:
+        self.cuda = torch.cuda.is_available()
+        self.mb = 0.0
+        if self.cuda:
+            torch.cuda.reset_peak_memory_stats()
+            return self
+        self.start_rss = _status_kb("VmRSS")
+        try:
+            Path("/proc/self/clear_refs").write_text("5")
+            self.hwm = True
+        except OSError:
+            self.hwm = False
+            self.start_max = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss  # KiB on Linux
+        return self
+
+    def __exit__(self, *exc) -> None:
+        if self.cuda:
+            self.mb = torch.cuda.max_memory_allocated() / 2**20
+        elif self.hwm:
+            self.mb = max(0.0, (_status_kb("VmHWM") - self.start_rss) / 1024)
+        else:
+            grown = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss - self.start_max
+            self.mb = max(0.0, grown / 1024)
+
+
+def _status_kb(field_name: str) -> float:
+    for line in Path("/proc/self/status").read_text().splitlines():
+        if line.startswith(field_name + ":"):
+            return float(line.split()[1])
+    raise OSError(f"/proc/self/status has no {field_name}")
+
+
+def _warn(message: str, collected: list[str]) -> None:
+    warnings.warn(message, stacklevel=3)
+    collected.append(message)
+
+
+def run_unit(cfg: RunConfig, *, data_root: str | Path, cache_dir: str | Path, fold: int, seed: int,
+             callback: EpochCallback | None = None, max_epochs: int | None = None,
+             prepare_workers: int = 1) -> UnitResult:
+    """Train and evaluate one (config, fold, seed) unit.
+
+    Args:
+        cfg: the resolved run configuration.
+        data_root: RAVDESS folder (real or synthetic).
+        cache_dir: prepared-clip cache root; missing entries are prepared here.
+        fold: fold index of ``cfg.data.protocol``.
+        seed: seeds Python, numpy, torch, the model's initialisation, the loader shuffling and
+            the augmentation.
+        callback: gets ``on_epoch_end(epoch, metrics)`` after every epoch (e.g. an MLflow logger).
+        max_epochs: caps ``cfg.train.epochs`` (the schedule is laid out over the capped count).
+        prepare_workers: processes for preparing missing clips.
+
+    Returns:
+        Final metrics, per-epoch history, validation and test predictions, test confusion.
+
+    Raises:
+        ValueError: bad fold or a split without clips.
+        fer.train.loop.NonFiniteLossError: the loss became NaN or infinite.
+    """
+    from accelerate import PartialState
+    from accelerate.utils import set_seed
+
+    from fer.models.model import build_model
+
+    notes: list[str] = []
+    protocol = get_protocol(cfg.data.protocol)
+    chosen, by_split = split_clips(index_clips(data_root, cfg.data.vocal_channel), cfg.data.protocol, fold)
+    if protocol.warning:
+        _warn(protocol.warning, notes)
+    settings = PrepareSettings.from_data_config(cfg.data)
+    needed = [c for clips in by_split.values() for c in clips]
+    with PartialState().main_process_first():
+        entries = ensure_prepared(needed, cache_dir, settings, workers=prepare_workers)
+    missing = len(needed) - len(entries)
+    if missing:
+        _warn(f"{missing} of {len(needed)} clips of fold {fold} could not be prepared and are left "
+              f"out (see {Path(cache_dir) / 'prepare-report.json'})", notes)
+    split_entries = {name: [c for c in clips if c.clip_id in entries] for name, clips in by_split.items()}
+    for name in ("train", "test"):
+        if not split_entries[name]:
+            raise ValueError(f"fold {fold}: no {name} clip could be prepared")
+    if not split_entries["val"]:
+        if by_split["val"]:
+            raise ValueError(f"fold {fold}: no validation clip could be prepared")
+        _warn(f"fold {fold} of {cfg.data.protocol} has no validation actors: the epoch is "
+              f"selected on the test actors {list(chosen.test)}", notes)
+
+    set_seed(seed)
+    modality = cfg.model.modality
+    tcfg = cfg.train
+
+    def dataset(clips: list[Clip], train: bool) -> PreparedClipDataset:
+        return PreparedClipDataset([entries[c.clip_id] for c in clips], cfg.data, train=train,
+                                   seed=seed, load_frames=modality != "audio",
+                                   load_audio=modality != "visual")
+
+    def loader(ds: PreparedClipDataset, train: bool):
+        # Training drops a last partial batch (a batch of one breaks batch norm) unless the
+        # split is smaller than one batch.
+        size = tcfg.batch_size if train else (tcfg.eval_batch_size or tcfg.batch_size)
+        return make_loader(ds, size, shuffle=train, seed=seed, num_workers=tcfg.num_workers,
+                           pin_memory=torch.cuda.is_available(),
+                           drop_last=train and len(ds) > size)
+
+    train_ds = dataset(split_entries["train"], train=True)
+    test_ds = dataset(split_entries["test"], train=False)
+    val_ds = dataset(split_entries["val"], train=False) if split_entries["val"] else test_ds
+    weights = None
+    if tcfg.class_weights:
+        weights = inverse_frequency_weights([c.emotion for c in split_entries["train"]])
+
+    with PeakMemory() as memory:
+        model = build_model(cfg)
+        params_total = sum(p.numel() for p in model.parameters())
+        params_trainable = sum(p.numel() for p in model.parameters() if p.requires_grad)
+        epochs = tcfg.epochs if max_epochs is None else min(tcfg.epochs, max_epochs)
+        result = fit(model, train_loader=loader(train_ds, True), val_loader=loader(val_ds, False),
+                     test_loader=loader(test_ds, False), cfg=tcfg, epochs=epochs,
+                     class_weights=weights, callback=callback)
+        del model
+        gc.collect()
+        if torch.cuda.is_available():
+            torch.cuda.empty_cache()
+
+    test, val = result.test, result.best_val
+    metrics = {f"test/{k}": float(v) for k, v in test.metrics.items() if k != "confusion"}
+    metrics.update({f"val/{k}_best": float(val.metrics[k]) for k in ("war", "uar", "f1")})
+    metrics.update({
+        "val/loss_best": val.loss,
+        "best_epoch": float(result.best_epoch),
+        "epochs_trained": float(len(result.history)),
+        "params/total": float(params_total),
+        "params/trainable": float(params_trainable),
+        "gflops_per_clip": result.gflops_per_clip,
+        "train/clips_per_s": result.train_clips_per_s,
+        "peak_mem_mb": memory.mb,
+    })
+    used = {c.clip_id: entries[c.clip_id] for clips in split_entries.values() for c in clips}
+    return UnitResult(metrics=metrics, history=result.history,
+                      predictions_val=prediction_rows(val), predictions_test=prediction_rows(test),
+                      confusion_test=test.metrics["confusion"], data_manifest=manifest_hash(used),
+                      warnings=notes)

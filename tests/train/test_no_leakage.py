@@ -1,0 +1,58 @@
+"""No test-actor clip reaches training, early stopping or epoch selection.
+
+The recorded run (conftest) logs every clip each loader's dataset reads, in order. Fold 0 of
+``ravdess-6fold`` on 12 actors: test 1-4, validation 5-8, training 9-12.
+"""
+
+import pytest
+from sklearn.metrics import balanced_accuracy_score
+
+from fer.data.protocols import get_protocol
+from fer.labels import EMOTIONS
+
+pytestmark = pytest.mark.slow
+
+FOLD = get_protocol("ravdess-6fold").folds(range(1, 13))[0]
+
+
+def actor_of(clip_id: str) -> int:
+    return int(clip_id.split("-")[-1])
+
+
+def test_the_fold_is_what_the_protocol_says():
+    assert (FOLD.train, FOLD.val, FOLD.test) == ((9, 10, 11, 12), (5, 6, 7, 8), (1, 2, 3, 4))
+
+
+def test_each_loader_reads_only_its_own_actors(recorded_run):
+    actors = {role: {actor_of(cid) for _, r, cid in recorded_run.loads if r == role}
+              for role in ("train", "val", "test")}
+    assert actors["train"] == set(FOLD.train)
+    assert actors["val"] == set(FOLD.val)
+    assert actors["test"] == set(FOLD.test)
+    assert {r for _, r, _ in recorded_run.loads} == {"train", "val", "test"}
+
+
+def test_test_clips_are_read_once_after_all_training_and_selection(recorded_run):
+    loads = recorded_run.loads
+    test_reads = [(i, cid) for i, r, cid in loads if r == "test"]
+    last_other = max(i for i, r, _ in loads if r != "test")
+    assert min(i for i, _ in test_reads) > last_other
+    ids = [cid for _, cid in test_reads]
+    assert len(ids) == len(set(ids)) == len(FOLD.test) * len(EMOTIONS)
+
+
+def test_only_the_training_split_is_augmented(recorded_run):
+    assert recorded_run.aug == {"train": True, "val": False, "test": False}
+
+
+def test_selection_used_validation_predictions_only(recorded_run):
+    result = recorded_run.result
+    val_rows = result.predictions_val
+    assert {row["actor"] for row in val_rows} == set(FOLD.val)
+    assert {row["actor"] for row in result.predictions_test} == set(FOLD.test)
+    # The val UAR the loop selected on (callback, at the best epoch) is the UAR of the
+    # validation predictions, so no test clip can have entered it.
+    best = dict(recorded_run.epochs)[int(result.metrics["best_epoch"])]
+    uar = balanced_accuracy_score([r["label"] for r in val_rows], [r["pred"] for r in val_rows])
+    assert best["val/uar"] == pytest.approx(uar)
+    assert result.metrics["val/uar_best"] == pytest.approx(uar)
