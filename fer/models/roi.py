@@ -152,13 +152,15 @@ class RoiCompression(nn.Module):
         self.attn = nn.MultiheadAttention(dim, heads, batch_first=True) if global_tokens else None
 
     def importance(self, tokens: torch.Tensor, keypoints: torch.Tensor) -> torch.Tensor:
-        """(M, N, D) tokens, (M, 6, 2) keypoints -> (M, N) importance of a score-based mode."""
-        score = torch.zeros(tokens.shape[:2], device=tokens.device, dtype=tokens.dtype)
+        """(M, N, D) tokens, (M, 6, 2) keypoints -> (M, N) float32 importance of a score-based mode.
+
+        Float32 whatever the autocast dtype: Gumbel noise and near-ties need the resolution.
+        """
+        score = torch.zeros(tokens.shape[:2], device=tokens.device)
         if self.scorer is not None:
-            score = score + self.scorer(tokens).squeeze(-1)
+            score = score + self.scorer(tokens).squeeze(-1).float()
         if self.mode.prior:
-            prior = keypoint_prior(keypoints.float(), self.centres, self.sigma)  # (M, N)
-            score = score + self.beta * prior.to(tokens.dtype)
+            score = score + self.beta * keypoint_prior(keypoints.float(), self.centres, self.sigma)  # (M, N)
         return score
 
     def select(self, tokens: torch.Tensor, keypoints: torch.Tensor) -> torch.Tensor:
@@ -184,7 +186,7 @@ class RoiCompression(nn.Module):
         index = index.sort(dim=-1).values  # raster order
         kept = tokens.gather(1, index[..., None].expand(-1, -1, tokens.shape[-1]))  # (M, k, D)
         if weight is not None:
-            kept = kept * (1 + weight.gather(1, index))[..., None]  # straight-through: forward value unchanged
+            kept = kept * (1 + weight.gather(1, index)).to(kept.dtype)[..., None]  # straight-through: forward value unchanged
         return kept
 
     def forward(self, tokens: torch.Tensor, keypoints: torch.Tensor) -> torch.Tensor:
@@ -194,7 +196,7 @@ class RoiCompression(nn.Module):
         flat = tokens.reshape(b * t, n, d)  # (M, N, D), M = B*T frames
         parts = [self.select(flat, keypoints.reshape(b * t, *keypoints.shape[2:]))]  # (M, k, D)
         if self.queries is not None:
-            queries = self.queries.to(flat.dtype).expand(b * t, -1, -1)  # (M, g, D)
+            queries = self.queries.expand(b * t, -1, -1)  # (M, g, D)
             parts.append(self.attn(queries, flat, flat, need_weights=False)[0])  # (M, g, D)
         return torch.cat(parts, dim=1).reshape(b, t, -1, d)  # (B, T, k + g, D)
 

@@ -148,9 +148,12 @@ class TimmPatchEncoder(FrozenMixin, nn.Module):
         super().__init__()
         import timm  # imported here: seconds of start-up that config-only users should not pay
 
+        # timm registers this model with exact GELU, but SigLIP was trained with the tanh approximation
+        # (transformers' gelu_pytorch_tanh; timm's own B/32 and L/16 SigLIP entries): use it, so both
+        # backends compute the same function. global_pool "": no MAP head.
         self.vit = timm.create_model(
             TIMM_ARCHITECTURE, pretrained=False, embed_dim=width, depth=depth, num_heads=heads, mlp_ratio=mlp / width,
-            patch_size=patch, img_size=image_size, num_classes=0, global_pool="")  # global_pool "": no MAP head
+            patch_size=patch, img_size=image_size, num_classes=0, global_pool="", act_layer="gelu_tanh")
         if pretrained is not None:
             self._load(pretrained)
         self.out_dim = width

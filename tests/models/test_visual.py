@@ -253,3 +253,38 @@ def test_branch_training_step_moves_only_the_trainable_parts(backend):
     moved = {k for k in before if not torch.equal(after[k], before[k])}
     trainable = {"1." + n for n, _ in roi.named_parameters()} | {"2." + n for n, _ in temporal.named_parameters()}
     assert moved == trainable
+
+
+def timm_to_transformers(state: dict[str, torch.Tensor], depth: int) -> dict[str, torch.Tensor]:
+    """timm SigLIP ViT weights under transformers' ``SiglipVisionModel`` names (fused qkv split)."""
+    out = {
+        "embeddings.patch_embedding.weight": state["patch_embed.proj.weight"],
+        "embeddings.patch_embedding.bias": state["patch_embed.proj.bias"],
+        "embeddings.position_embedding.weight": state["pos_embed"][0],
+        "post_layernorm.weight": state["norm.weight"],
+        "post_layernorm.bias": state["norm.bias"],
+    }
+    for i in range(depth):
+        src, dst = f"blocks.{i}.", f"encoder.layers.{i}."
+        for p in ("weight", "bias"):
+            q, k, v = state[f"{src}attn.qkv.{p}"].chunk(3)
+            out |= {f"{dst}self_attn.q_proj.{p}": q, f"{dst}self_attn.k_proj.{p}": k, f"{dst}self_attn.v_proj.{p}": v}
+            for a, b in (("attn.proj", "self_attn.out_proj"), ("norm1", "layer_norm1"), ("norm2", "layer_norm2"),
+                         ("mlp.fc1", "mlp.fc1"), ("mlp.fc2", "mlp.fc2")):
+                out[f"{dst}{b}.{p}"] = state[f"{src}{a}.{p}"]
+    return out
+
+
+def test_backends_compute_the_same_tower():
+    """Same weights, same tokens: the timm tower is built with SigLIP's tanh GELU, as transformers'.
+    Weights are drawn wide (std 0.2) so MLP inputs reach where exact and tanh GELU differ (~1e-3)."""
+    torch.manual_seed(0)
+    arch = VISUAL_ENCODERS.get("tiny")()
+    timm_enc = tiny("timm").eval()
+    with torch.no_grad():
+        for p in timm_enc.parameters():
+            p.normal_(0.0, 0.2)
+    hf_enc = tiny("transformers").eval()
+    hf_enc.siglip.load_state_dict(timm_to_transformers(timm_enc.vit.state_dict(), arch.depth), strict=True)
+    frames = torch.randn(1, 2, 3, 64, 64)
+    torch.testing.assert_close(hf_enc(frames), timm_enc(frames), atol=1e-5, rtol=0)
