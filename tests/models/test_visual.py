@@ -30,7 +30,8 @@ def full_timm_tower(arch, image_size: int):
     import timm
 
     return timm.create_model(TIMM_ARCHITECTURE, embed_dim=arch.width, depth=arch.depth, num_heads=arch.heads,
-                             mlp_ratio=arch.mlp / arch.width, patch_size=arch.patch, img_size=image_size, num_classes=0)
+                             mlp_ratio=arch.mlp / arch.width, patch_size=arch.patch, img_size=image_size, num_classes=0,
+                             act_layer="gelu_tanh")
 
 
 def full_siglip_config(arch, image_size: int):
