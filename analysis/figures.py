@@ -94,7 +94,7 @@ def metric_figure(units: pd.DataFrame, metric: str, *, reference: str | None = N
     return fig
 
 
-def _heatmap(fig: Figure, ax, fractions: np.ndarray) -> None:
+def _heatmap(fig: Figure, ax, fractions: np.ndarray, label: str) -> None:
     """Fractions drawn as percentages on a fixed 0-100 scale, the value written in each square."""
     percent = 100.0 * fractions
     image = ax.imshow(percent, cmap="Blues", vmin=0.0, vmax=100.0, aspect="auto")
@@ -102,7 +102,7 @@ def _heatmap(fig: Figure, ax, fractions: np.ndarray) -> None:
         if not np.isnan(v):
             ax.text(j, i, f"{v:.0f}", ha="center", va="center", fontsize="small",
                     color="white" if v > 60 else "black")
-    fig.colorbar(image, ax=ax, fraction=0.046, pad=0.04, label="recall (%)")
+    fig.colorbar(image, ax=ax, fraction=0.046, pad=0.04, label=label)
 
 
 def confusion_figure(counts: pd.DataFrame, title: str) -> Figure:
@@ -115,12 +115,12 @@ def confusion_figure(counts: pd.DataFrame, title: str) -> Figure:
     norm = row_normalise(counts)
     fig = Figure(figsize=(6.4, 5.6), layout="constrained")
     ax = fig.add_subplot()
-    _heatmap(fig, ax, norm.to_numpy(dtype=float))
+    _heatmap(fig, ax, norm.to_numpy(dtype=float), "% of the true emotion's clips")
     ax.set_xticks(range(len(norm.columns)), list(norm.columns), rotation=45, ha="right")
     ax.set_yticks(range(len(norm.index)), list(norm.index))
     ax.set_xlabel("predicted")
     ax.set_ylabel("true")
-    ax.set_title(f"{title}: recall per true emotion (%), {int(counts.to_numpy().sum())} test clips summed over folds",
+    ax.set_title(f"{title}: row-normalised confusion (%), {int(counts.to_numpy().sum())} test clips summed over folds",
                  fontsize="medium")
     return fig
 
@@ -129,7 +129,7 @@ def recall_heatmap(recall: pd.DataFrame, title: str) -> Figure:
     """Per-class test recall (mean over units) for every cell: rows = cells, columns = emotions."""
     fig = Figure(figsize=(7.0, 1.2 + 0.45 * len(recall)), layout="constrained")
     ax = fig.add_subplot()
-    _heatmap(fig, ax, recall.to_numpy(dtype=float))
+    _heatmap(fig, ax, recall.to_numpy(dtype=float), "recall (%)")
     ax.set_xticks(range(len(recall.columns)), list(recall.columns), rotation=45, ha="right")
     ax.set_yticks(range(len(recall.index)), list(recall.index))
     ax.set_title(f"{title}: test recall per emotion (%), mean over fold-seed units", fontsize="medium")

@@ -57,13 +57,13 @@ def save_figure(fig: Figure, stem: Path, formats: tuple[str, ...] = ("png", "pdf
         metadata = {"png": PNG_METADATA, "pdf": PDF_METADATA}.get(fmt)
         path = stem.with_name(f"{stem.name}.{fmt}")
         out.append(_atomic(path, lambda tmp, fmt=fmt, metadata=metadata: fig.savefig(
-            tmp, format=fmt, dpi=150, metadata=metadata, bbox_inches="tight")))
+            tmp, format=fmt, dpi=150, metadata=metadata)))
     return out
 
 
 def safe_name(name: str) -> str:
-    """A cell or table name as a file name: anything but letters, digits, ``.-_`` becomes ``_``."""
-    cleaned = re.sub(r"[^A-Za-z0-9._-]+", "_", name).strip("._")
+    """A cell or table name as a file name: anything but letters, digits and ``.-_=,`` becomes ``_``."""
+    cleaned = re.sub(r"[^A-Za-z0-9._=,-]+", "_", name).strip("._")
     return cleaned or "unnamed"
 
 

@@ -10,11 +10,12 @@ The ``paper:`` section maps a table name to the study it summarises:
         reference: layers-2          # optional; default: the study's first cell
 
 The efficiency table comes from rows the caller measures (``runner.py profile`` numbers):
-name, params, gflops, train_mem_mb, clips_per_s.
+name, params, params_trainable, gflops, train_mem_mb, clips_per_s (the last three optional).
 """
 
 from __future__ import annotations
 
+import math
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 
@@ -42,20 +43,22 @@ class PaperTable(BaseModel):
 
 
 class EfficiencyRow(BaseModel):
-    """One configuration's measured cost (parameters and FLOPs per clip, memory in MB)."""
+    """One configuration's measured cost (parameters, GFLOPs per clip, memory in MiB, clips per second)."""
 
     model_config = ConfigDict(extra="forbid")
 
     name: str
     params: float = Field(ge=0)
+    params_trainable: float | None = Field(default=None, ge=0)
     gflops: float = Field(ge=0)
     train_mem_mb: float | None = Field(default=None, ge=0)
     clips_per_s: float | None = Field(default=None, ge=0)
 
 
 # (row field, table.csv column, header, scale, decimals)
-EFFICIENCY_FIELDS = (("params", "params_m", "Params (M)", 1e-6, 2), ("gflops", "gflops", "GFLOPs", 1.0, 2),
-                     ("train_mem_mb", "train_mem_gb", "Train memory (GB)", 1e-3, 2),
+EFFICIENCY_FIELDS = (("params", "params_m", "Params (M)", 1e-6, 2),
+                     ("params_trainable", "trainable_m", "Trainable (M)", 1e-6, 2), ("gflops", "gflops", "GFLOPs", 1.0, 2),
+                     ("train_mem_mb", "train_mem_gib", "Train memory (GiB)", 1 / 1024, 2),
                      ("clips_per_s", "clips_per_s", "Clips/s", 1.0, 1))
 
 
@@ -85,6 +88,8 @@ def efficiency_table(rows: pd.DataFrame | Sequence[Mapping]) -> pd.DataFrame:
         ConfigError: a row with a missing, unknown or negative field (path ``efficiency.<i>.<field>``).
     """
     records = rows.to_dict("records") if isinstance(rows, pd.DataFrame) else list(rows)
+    # A frame marks an unmeasured figure as NaN; the row model wants None for "not given".
+    records = [{k: None if isinstance(v, float) and math.isnan(v) else v for k, v in r.items()} for r in records]
     parsed, errors = [], []
     for i, record in enumerate(records):
         try:
@@ -95,13 +100,16 @@ def efficiency_table(rows: pd.DataFrame | Sequence[Mapping]) -> pd.DataFrame:
         raise ConfigError(errors)
     out = pd.DataFrame({"name": [r.name for r in parsed]})
     for field, column, _, scale, _ in EFFICIENCY_FIELDS:
-        out[column] = [float("nan") if getattr(r, field) is None else getattr(r, field) * scale for r in parsed]
+        values = [getattr(r, field) for r in parsed]
+        if any(v is not None for v in values):  # an optional figure nobody measured gets no column
+            out[column] = [float("nan") if v is None else v * scale for v in values]
     return out
 
 
 def _efficiency_texts(table: pd.DataFrame) -> tuple[list[str], list[list[str]]]:
-    headers = ["Configuration", *(h for _, _, h, _, _ in EFFICIENCY_FIELDS)]
-    rows = [[row["name"], *("n/a" if pd.isna(row[c]) else f"{row[c]:.{d}f}" for _, c, _, _, d in EFFICIENCY_FIELDS)]
+    fields = [(column, header, d) for _, column, header, _, d in EFFICIENCY_FIELDS if column in table]
+    headers = ["Configuration", *(h for _, h, _ in fields)]
+    rows = [[row["name"], *("n/a" if pd.isna(row[c]) else f"{row[c]:.{d}f}" for c, _, d in fields)]
             for _, row in table.iterrows()]
     return headers, rows
 
@@ -109,8 +117,8 @@ def _efficiency_texts(table: pd.DataFrame) -> tuple[list[str], list[list[str]]]:
 def render_efficiency(table: pd.DataFrame) -> dict[str, str]:
     """The efficiency table as ``{"md": ..., "tex": ..., "csv": ...}`` texts."""
     headers, rows = _efficiency_texts(table)
-    caption = ("Cost per configuration: parameters, GFLOPs per clip (forward), estimated training memory "
-               "and training throughput.")
+    caption = ("Cost per configuration: parameters, GFLOPs per clip (forward pass), estimated training "
+               "memory and training throughput, where measured.")
     md = ["| " + " | ".join(headers) + " |", "|:---|" + "---:|" * (len(headers) - 1)]
     md += ["| " + " | ".join(r) + " |" for r in rows]
     tex = [r"\begin{table}[t]", r"\centering", rf"\caption{{{tex_escape(caption)}}}", r"\label{tab:efficiency}",
@@ -130,7 +138,8 @@ def write_paper(paper_spec: Mapping, *, tracking_uri: str, out_dir: Path,
         paper_spec: the ``paper:`` section (table name -> study, metrics, caption, reference).
         tracking_uri: MLflow tracking URI the studies were logged to.
         out_dir: output folder, conventionally ``reports/paper``.
-        efficiency: rows of name, params, gflops, train_mem_mb, clips_per_s; no table when None.
+        efficiency: rows of name, params, gflops and optionally params_trainable, train_mem_mb,
+            clips_per_s; no efficiency table when None.
         command: command line recorded in the README.
 
     Returns:

@@ -19,7 +19,7 @@ from analysis.files import redact_uri, save_figure, write_text
 from analysis.load import ReportError
 
 PLOTS = (("history", "plot_optimization_history", "objective per trial and best value so far"),
-         ("importances", "plot_param_importances", "parameter importances (fANOVA, completed trials)"),
+         ("importances", "plot_param_importances", "parameter importances (Optuna's default evaluator, completed trials)"),
          ("parallel", "plot_parallel_coordinate", "parallel coordinates of the parameters and the objective"))
 
 
@@ -88,16 +88,20 @@ def write_search_report(storage: str | Path, study_name: str, *, out_dir: Path, 
     files: list[tuple[Path, str]] = []
     notes = []
     for stem, fn, desc in PLOTS:
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
+        with warnings.catch_warnings(record=True) as caught:
+            warnings.simplefilter("always")
             try:
                 ax = getattr(ovm, fn)(study)
             except (ValueError, RuntimeError) as exc:
-                # Importances need >= 2 completed trials with varying parameters; say so in the README.
                 notes.append(f"`{stem}` not drawn: {exc}")
                 continue
         fig = ax.figure if hasattr(ax, "figure") else ax.flat[0].figure
-        files += [(p, desc) for p in save_figure(fig, out_dir / stem)]
+        # Optuna draws equal importances (with a warning) when too few trials exist: not a result.
+        degenerate = [str(w.message) for w in caught if "will be equal" in str(w.message)]
+        if degenerate:
+            notes.append(f"`{stem}` not drawn: {degenerate[0]}")
+        else:
+            files += [(p, desc) for p in save_figure(fig, out_dir / stem)]
         plt.close(fig)
 
     trials = study.trials_dataframe(attrs=("number", "state", "value", "params", "user_attrs",

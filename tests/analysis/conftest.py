@@ -3,69 +3,9 @@ runs (tracking naming in the team brief), and a builder of unit frames without M
 
 from __future__ import annotations
 
-import json
-from dataclasses import dataclass, field
-from pathlib import Path
-
-import numpy as np
 import pandas as pd
 import pytest
-
-from fer.labels import EMOTIONS
-
-STUDY = "modality"
-DECLARED = ("audio", "visual", "av")
-FOLDS = (0, 1, 2)
-SEEDS = (0, 1)
-UNFINISHED = ("visual", 2, 1)  # left RUNNING: a worker still on it
-RESUMED = ("av", 0, 0)  # a FAILED run first, then a FINISHED one
-PARAMS = {"audio": 1.0e6, "visual": 2.0e6, "av": 3.5e6}
-GFLOPS = {"audio": 1.0, "visual": 3.0, "av": 4.5}
-
-
-def unit_uar(cell: str, fold: int, seed: int) -> float:
-    """The test UAR the fixture logs for a unit (differences vary, so tests are defined)."""
-    base = {"audio": 0.55, "visual": 0.60, "av": 0.70}[cell]
-    return base + 0.01 * fold - 0.005 * seed + 0.003 * ((7 * fold + 3 * seed + len(cell)) % 5)
-
-
-def unit_confusion(fold: int, seed: int) -> np.ndarray:
-    """Counts: (10 + fold) on the diagonal, (1 + seed) one class to the right."""
-    cm = np.eye(8, dtype=int) * (10 + fold)
-    cm[np.arange(8), (np.arange(8) + 1) % 8] = 1 + seed
-    return cm
-
-
-@dataclass
-class Store:
-    uri: str
-    root: Path
-    run_ids: dict = field(default_factory=dict)
-
-
-def _log_unit(client, exp, parent, *, study, cell, axes, fold, seed, status, uar, start, tmp: Path,
-              confusion_text: str | None = None, fold_tag: str | None = None):
-    from mlflow.entities import Metric, Param
-
-    tags = {"mlflow.parentRunId": parent, "study": study, "cell": cell, "fold": fold_tag or str(fold),
-            "seed": str(seed), "protocol": "ravdess-6fold", "unit_key": f"{cell}-{fold}-{seed}",
-            "git_commit": "abc1234", "kind": "unit", "axes": json.dumps(axes)}
-    run = client.create_run(exp, start_time=start, tags=tags)
-    rid = run.info.run_id
-    if status != "RUNNING":
-        metrics = [Metric(k, v, start, 0) for k, v in {
-            "test/uar": uar, "test/war": uar + 0.02, "test/f1": uar - 0.01, "val/uar_best": uar - 0.03,
-            "best_epoch": 2.0, "params/total": PARAMS.get(cell, 1e6), "params/trainable": PARAMS.get(cell, 1e6) / 2,
-            "gflops_per_clip": GFLOPS.get(cell, 1.0), "train/clips_per_s": 50.0, "peak_mem_mb": 900.0}.items()]
-        metrics += [Metric(f"test/recall/{e}", uar + 0.01 * (k - 3.5), start, 0) for k, e in enumerate(EMOTIONS)]
-        metrics += [Metric("val/uar", 0.3 + 0.1 * epoch, start, epoch) for epoch in range(3)]
-        client.log_batch(rid, metrics=metrics, params=[Param("data.vocal_channel", "speech")])
-        path = tmp / "confusion_test.csv"
-        path.write_text(confusion_text if confusion_text is not None else
-                        pd.DataFrame(unit_confusion(fold, seed), index=EMOTIONS, columns=EMOTIONS).to_csv())
-        client.log_artifact(rid, str(path))
-        client.set_terminated(rid, status, end_time=start + 1000)
-    return rid
+from analysis_fixtures import FOLDS, RESUMED, SEEDS, STUDY, UNFINISHED, Store, log_unit, unit_uar
 
 
 @pytest.fixture(scope="session")
@@ -93,10 +33,10 @@ def mlflow_store(tmp_path_factory) -> Store:
                 common = dict(study=STUDY, cell=cell, axes={"model.modality": cell}, fold=fold, seed=seed,
                               start=start, tmp=tmp)
                 if key == RESUMED:
-                    store.run_ids["failed"] = _log_unit(client, exp, parent.info.run_id, status="FAILED",
+                    store.run_ids["failed"] = log_unit(client, exp, parent.info.run_id, status="FAILED",
                                                         uar=0.0, **{**common, "start": start - 5000})
                 status = "RUNNING" if key == UNFINISHED else "FINISHED"
-                store.run_ids[key] = _log_unit(client, exp, parent.info.run_id, status=status,
+                store.run_ids[key] = log_unit(client, exp, parent.info.run_id, status=status,
                                                uar=unit_uar(cell, fold, seed), **common)
         client.set_terminated(parent.info.run_id, "FINISHED")
 
@@ -105,7 +45,7 @@ def mlflow_store(tmp_path_factory) -> Store:
                           ("bad-confusion", {"status": "FINISHED", "confusion_text": "a,b\n1,2\n"})):
         exp = client.create_experiment(study, artifact_location=(root / f"artifacts-{study}").as_uri())
         parent = client.create_run(exp, tags={"study": study, "cell": "x", "kind": "cell"}).info.run_id
-        store.run_ids[study] = _log_unit(client, exp, parent, study=study, cell="x", axes={"model.modality": "av"},
+        store.run_ids[study] = log_unit(client, exp, parent, study=study, cell="x", axes={"model.modality": "av"},
                                          fold=0, seed=0, uar=0.5, start=start, tmp=tmp, **kwargs)
     return store
 
