@@ -246,18 +246,20 @@ class FeatureCache:
         return torch.from_numpy(np.array(stored, dtype=np.float32))
 
     def build(self, encoder: nn.Module, entries: Mapping[str, Path], load_input: Callable[[Path], torch.Tensor],
-              batch_size: int, *, num_workers: int = 0, progress: bool = True) -> list[str]:
+              batch_size: int, *, device: str | torch.device | None = None, num_workers: int = 0,
+              progress: bool = True) -> list[str]:
         """Compute and store the features of every clip in ``entries`` not stored yet.
 
         The encoder runs in eval mode under ``torch.inference_mode`` in float32 (whatever precision
-        a run trains in: the files are shared by runs of every precision), on its own device.
-        Inputs are loaded by ``num_workers`` loader processes while the encoder computes.
+        a run trains in: the files are shared by runs of every precision). Inputs are loaded by
+        ``num_workers`` loader processes while the encoder computes.
 
         Args:
             encoder: (B, ...) input -> (B, ...) features.
             entries: clip id -> prepared entry path.
             load_input: entry path -> one clip's encoder input, e.g. :class:`EntryInput`.
             batch_size: clips per encoder call.
+            device: where to compute; the encoder is moved there and stays (None: where it is).
             num_workers: loader processes for the inputs.
             progress: show a progress bar.
 
@@ -269,6 +271,8 @@ class FeatureCache:
         todo = sorted(cid for cid in entries if not self.has(cid))
         if not todo:
             return []
+        if device is not None:
+            encoder.to(device)
         device = next(encoder.parameters()).device
         loader = DataLoader(_Inputs([(cid, Path(entries[cid])) for cid in todo], load_input),
                             batch_size=batch_size, num_workers=num_workers, collate_fn=_stack)
@@ -301,8 +305,8 @@ def prepare_key_of(entries: Mapping[str, Path]) -> str:
 
 
 def prepare_features(model: nn.Module, cfg: RunConfig, entries: Mapping[str, Path], cache_dir: str | Path,
-                     prepare_key: str, *, batch_size: int = 8, num_workers: int = 0,
-                     progress: bool = True) -> dict[str, FeatureHook]:
+                     prepare_key: str, *, batch_size: int = 8, device: str | torch.device | None = None,
+                     num_workers: int = 0, progress: bool = True) -> dict[str, FeatureHook]:
     """Build whatever features of ``entries`` are missing for each cacheable encoder of ``model``.
 
     Args:
@@ -312,6 +316,7 @@ def prepare_features(model: nn.Module, cfg: RunConfig, entries: Mapping[str, Pat
         cache_dir: cache root; features go to ``<cache_dir>/features/<key>/``.
         prepare_key: the entries' prepared-settings key (:func:`prepare_key_of`).
         batch_size: clips per encoder call while building.
+        device: where the encoders compute; they are moved there (None: where they are).
         num_workers: loader processes while building.
         progress: show a progress bar while building.
 
@@ -330,8 +335,8 @@ def prepare_features(model: nn.Module, cfg: RunConfig, entries: Mapping[str, Pat
                              "parameters; its features cannot be cached")
         key = encoder_key(name, encoder, encoder_config(cfg, name), prepare_key)
         cache = FeatureCache(cache_dir, key)
-        cache.build(encoder, entries, EntryInput(cfg.data, name), batch_size, num_workers=num_workers,
-                    progress=progress)
+        cache.build(encoder, entries, EntryInput(cfg.data, name), batch_size, device=device,
+                    num_workers=num_workers, progress=progress)
         hooks[FEATURE_KEYS[name]] = cache.lookup
     return hooks
 

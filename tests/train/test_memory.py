@@ -144,3 +144,19 @@ def test_other_errors_are_not_retried():
         run_with_backoff(attempt, 8, 1)
     assert calls == [8]
     assert not is_cuda_oom(RuntimeError("DefaultCPUAllocator: can't allocate memory"))
+
+
+@pytest.mark.gpu
+def test_backoff_on_a_real_cuda_oom():
+    """Each clip of a micro-batch holds 30% of the free GPU memory: 8 and 4 clips cannot fit, 2 can."""
+    per_clip = int(0.3 * torch.cuda.mem_get_info()[0])
+    calls = []
+
+    def attempt(micro, accum):
+        calls.append(micro)
+        held = torch.empty(micro * per_clip, dtype=torch.uint8, device="cuda")
+        return held.numel() // per_clip, accum
+
+    with pytest.warns(UserWarning):
+        assert run_with_backoff(attempt, 8, 1) == (2, 4)
+    assert calls == [8, 4, 2]
