@@ -51,7 +51,7 @@ def segment_membership(mask: torch.Tensor, segments: int) -> torch.Tensor:
         (B, S, T) bool; entry [b, s, t] says frame t of clip b belongs to segment s.
     """
     valid = mask.sum(1)  # (B,)
-    if not bool((valid > 0).all()):
+    if not mask.is_meta and not bool((valid > 0).all()):  # meta tensors (profiling) hold no values
         raise ValueError("segment pooling: a clip has no valid frame in its mask")
     rank = mask.long().cumsum(1) - 1  # (B, T) position of each frame among the valid ones
     s = torch.arange(segments, device=mask.device)[None, :, None]  # (1, S, 1)
@@ -142,7 +142,7 @@ class LearnedQuerySegmentPooling(nn.Module):
 
     def forward(self, x: torch.Tensor, mask: torch.Tensor | None = None) -> torch.Tensor:
         mask = _full_mask(x, mask)
-        if not bool(mask.any(1).all()):
+        if not mask.is_meta and not bool(mask.any(1).all()):
             raise ValueError("segment pooling: a clip has no valid frame in its mask")
         keys = self.norm(x + temporal_encoding(x.shape[1], x.shape[2], device=x.device, dtype=x.dtype))
         queries = self.queries.expand(x.shape[0], -1, -1)  # (B, S, D)
