@@ -5,7 +5,7 @@ import torch
 
 from fer.config import resolve_config
 from fer.train.memory import (MIB, MemoryBudgetError, divisors_descending, is_cuda_oom, parse_budget,
-                              plan_batch, run_with_backoff)
+                              plan_batch, profile_estimate, run_with_backoff)
 
 
 @pytest.mark.parametrize("text, expected", [
@@ -75,6 +75,19 @@ def test_effective_batch_is_preserved(batch, budget_mb, expected):
 def test_nothing_fits_is_an_error_naming_the_numbers():
     with pytest.raises(MemoryBudgetError, match=r"1100 MiB .* budget of 1000 MiB"):
         plan_batch(cfg_with_batch(8), 1000 * MIB, linear(1000, 100))
+
+
+def test_plan_from_the_profile_estimate():
+    """The default estimator: the tiny model's profiled memory grows with the micro-batch, and a
+    budget that holds 4 clips but not 8 gets (4, 2)."""
+    cfg = cfg_with_batch(8)
+    est = profile_estimate(cfg)
+    at4, at8 = est(4), est(8)
+    assert 0 < at4 < at8
+    budget = int(at4 * MIB) + 1
+    assert budget < at8 * MIB
+    assert plan_batch(cfg, budget) == (4, 2)
+    assert plan_batch(cfg, int(at8 * MIB) + 1) == (8, 1)
 
 
 def test_divisors_descending():
