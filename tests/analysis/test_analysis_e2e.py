@@ -18,7 +18,7 @@ CELLS = ["modality=audio", "modality=av"]
 
 
 @pytest.mark.slow
-def test_real_study_to_report(tmp_path):
+def test_real_study_to_report(tmp_path, monkeypatch):
     import torch
     from mlflow import MlflowClient
 
@@ -28,6 +28,8 @@ def test_real_study_to_report(tmp_path):
     from studies.spec import validate
 
     torch.set_num_threads(1)
+    # Experiments the engine creates keep artifacts under ./mlruns of the working directory.
+    monkeypatch.chdir(tmp_path)
     data = tmp_path / "ravdess"
     generate(data, actors=12, clips_per_class=1, seconds=1.0, fps=8, size=128, seed=0)
     tracking = f"sqlite:///{tmp_path / 'mlflow.db'}"
