@@ -39,8 +39,44 @@ def _group_label(row: pd.Series, others: list[str]) -> str:
     return ", ".join(f"{a}={row[a]}" for a in others) or None
 
 
+def _draw_lines(ax, summary: pd.DataFrame, valid: pd.DataFrame, metric: str, x_axis: str, others: list[str],
+                half: pd.Series, scale: float) -> None:
+    """One line over the numeric ``x_axis`` per combination of the ``others`` axes."""
+    span = float(np.ptp(summary[x_axis].astype(float))) or 1.0
+    groups = summary.groupby([summary[a].astype(str) for a in others], sort=False) if others else [(None, summary)]
+    for k, (_, group) in enumerate(groups):
+        group = group.sort_values(x_axis, key=lambda s: s.astype(float))
+        color = f"C{k % 10}"
+        ax.errorbar(group[x_axis].astype(float), group["mean"] * scale, yerr=half[group.index],
+                    color=color, marker="o", capsize=3, label=_group_label(group.iloc[0], others))
+        for _, row in group.iterrows():
+            dots = valid[valid["cell"] == row["cell"]][metric] * scale
+            ax.scatter(float(row[x_axis]) + _jitter(len(dots), 0.01 * span), dots, color=color,
+                       alpha=0.4, s=14, zorder=3)
+    ax.set_xlabel(x_axis)
+    ax.set_xticks(sorted(summary[x_axis].astype(float).unique()))
+    if others:
+        ax.legend(fontsize="small")
+
+
+def _draw_points(ax, summary: pd.DataFrame, valid: pd.DataFrame, metric: str, axes: list[str],
+                 half: pd.Series, scale: float, reference: str | None) -> None:
+    """One point per cell in study order, the units as grey dots beside it."""
+    n_cells = len(summary)
+    labels = [", ".join(str(row[a]) for a in axes) if axes else row["cell"] for _, row in summary.iterrows()]
+    labels = [f"{lab} (ref)" if cell == reference else lab for lab, cell in zip(labels, summary["cell"])]
+    xs = np.arange(n_cells)
+    for i, row in summary.iterrows():
+        dots = valid[valid["cell"] == row["cell"]][metric] * scale
+        ax.scatter(xs[i] + _jitter(len(dots), 0.15), dots, color="0.55", s=14, zorder=2)
+    ax.errorbar(xs, summary["mean"] * scale, yerr=half, fmt="o", color="C0", capsize=4, markersize=7, zorder=3)
+    ax.set_xticks(xs, labels, rotation=30 if n_cells > 4 else 0, ha="right" if n_cells > 4 else "center")
+    ax.set_xlabel(", ".join(axes) if axes else "cell")
+    ax.set_xlim(-0.6, n_cells - 0.4)
+
+
 def metric_figure(units: pd.DataFrame, metric: str, *, reference: str | None = None) -> Figure:
-    """Metric by the study's axes: a line over a numeric axis, else points per cell.
+    """Metric by the study's axes: a line over the first numeric axis, else points per cell.
 
     Args:
         units: tidy unit frame (FINISHED units with the metric are plotted).
@@ -48,7 +84,7 @@ def metric_figure(units: pd.DataFrame, metric: str, *, reference: str | None = N
         reference: reference cell, marked "(ref)" on a categorical plot.
 
     Returns:
-        The figure.
+        The figure; error bars are 95% t intervals, dots the fold-seed units.
     """
     scale = 100.0 if is_percent(metric) else 1.0
     axes = axis_columns(units)
@@ -56,38 +92,13 @@ def metric_figure(units: pd.DataFrame, metric: str, *, reference: str | None = N
     summary = cell_summary(units, metric)
     summary = summary[summary["n"] > 0].reset_index(drop=True)
     valid = finished(units, metric)
-    n_cells = len(summary)
-    fig = Figure(figsize=(max(5.0, 0.9 * n_cells + 2.0) if not numeric else 6.0, 4.0), layout="constrained")
+    half = (summary["ci_high"] - summary["mean"]).fillna(0.0) * scale  # n = 1: no interval
+    fig = Figure(figsize=(6.0 if numeric else max(5.0, 0.9 * len(summary) + 2.0), 4.0), layout="constrained")
     ax = fig.add_subplot()
-    half = (summary["ci_high"] - summary["mean"]).fillna(0.0) * scale
     if numeric:
-        x_axis, others = numeric[0], [a for a in axes if a != numeric[0]]
-        span = float(np.ptp(summary[x_axis].astype(float))) or 1.0
-        groups = summary.groupby([summary[a].astype(str) for a in others], sort=False) if others else [(None, summary)]
-        for k, (_, group) in enumerate(groups):
-            group = group.sort_values(x_axis, key=lambda s: s.astype(float))
-            color = f"C{k % 10}"
-            ax.errorbar(group[x_axis].astype(float), group["mean"] * scale, yerr=half[group.index],
-                        color=color, marker="o", capsize=3, label=_group_label(group.iloc[0], others))
-            for _, row in group.iterrows():
-                dots = valid[valid["cell"] == row["cell"]][metric] * scale
-                ax.scatter(float(row[x_axis]) + _jitter(len(dots), 0.01 * span), dots, color=color,
-                           alpha=0.4, s=14, zorder=3)
-        ax.set_xlabel(x_axis)
-        ax.set_xticks(sorted(summary[x_axis].astype(float).unique()))
-        if others:
-            ax.legend(fontsize="small")
+        _draw_lines(ax, summary, valid, metric, numeric[0], [a for a in axes if a != numeric[0]], half, scale)
     else:
-        labels = [", ".join(str(row[a]) for a in axes) if axes else row["cell"] for _, row in summary.iterrows()]
-        labels = [f"{lab} (ref)" if cell == reference else lab for lab, cell in zip(labels, summary["cell"])]
-        xs = np.arange(n_cells)
-        for i, row in summary.iterrows():
-            dots = valid[valid["cell"] == row["cell"]][metric] * scale
-            ax.scatter(xs[i] + _jitter(len(dots), 0.15), dots, color="0.55", s=14, zorder=2)
-        ax.errorbar(xs, summary["mean"] * scale, yerr=half, fmt="o", color="C0", capsize=4, markersize=7, zorder=3)
-        ax.set_xticks(xs, labels, rotation=30 if n_cells > 4 else 0, ha="right" if n_cells > 4 else "center")
-        ax.set_xlabel(", ".join(axes) if axes else "cell")
-        ax.set_xlim(-0.6, n_cells - 0.4)
+        _draw_points(ax, summary, valid, metric, axes, half, scale, reference)
     ax.set_ylabel(metric_label(metric))
     ax.set_title(f"{units.attrs.get('study', '')} {metric}\n{CI_NOTE}".strip(), fontsize="medium")
     ax.grid(axis="y", alpha=0.3)

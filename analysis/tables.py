@@ -96,21 +96,24 @@ def table_caption(units: pd.DataFrame, metrics: Sequence[str], reference: str, *
             f"Bold: best mean per column. {DAGGER}: different from the reference cell {reference} at "
             f"alpha = {alpha:g} (paired t-test over matching fold-seed units, Holm-corrected within the study).")
 
-
-
 def _fmt(value: float, decimals: int) -> str:
     return "n/a" if value is None or (isinstance(value, float) and math.isnan(value)) else f"{value:.{decimals}f}"
 
 
+def _shown_as(metric: str) -> tuple[int, float]:
+    """(decimals, scale) a metric is displayed with: percentages to 0.1, anything else to 0.001."""
+    return (1, 100.0) if is_percent(metric) else (3, 1.0)
+
+
 def _display(table: pd.DataFrame, metrics: Sequence[str]) -> tuple[list[str], list[list[dict]]]:
     """Headers and rows of cell dicts ``{"text", "pm", "bold", "mark"}`` shared by both renderers."""
-    axes = [c for c in table.columns[1:table.columns.get_loc("reference")]]
+    axes = list(table.columns[1:table.columns.get_loc("reference")])  # study_table puts them there
     label_cols = axes or ["cell"]
     headers = [*label_cols, "Finished", *(metric_label(m) for m in metrics),
                *(header for _, _, header, _, _ in EFFICIENCY_COLUMNS)]
     best = {}
     for metric in metrics:
-        decimals, scale = (1, 100.0) if is_percent(metric) else (3, 1.0)
+        decimals, scale = _shown_as(metric)
         shown = [round(v * scale, decimals) for v in table[f"{slug(metric)}_mean"] if not math.isnan(v)]
         best[metric] = (max if higher_is_better(metric) else min)(shown) if shown else None
     rows = []
@@ -121,7 +124,7 @@ def _display(table: pd.DataFrame, metrics: Sequence[str]) -> tuple[list[str], li
         cells.append({"text": f"{row['finished']}/{row['expected']}"})
         for metric in metrics:
             s = slug(metric)
-            decimals, scale = (1, 100.0) if is_percent(metric) else (3, 1.0)
+            decimals, scale = _shown_as(metric)
             mean, std = row[f"{s}_mean"] * scale, row[f"{s}_std"] * scale
             shown = None if math.isnan(mean) else round(mean, decimals)
             cells.append({"text": _fmt(mean, decimals), "pm": None if math.isnan(std) else _fmt(std, decimals),
