@@ -82,6 +82,17 @@ def _axes(run) -> dict:
     return {k: json.dumps(v, sort_keys=True) if isinstance(v, (list, dict)) else v for k, v in axes.items()}
 
 
+def _unit_row(run, study: str) -> dict:
+    """One run as a flat record; ``_axes`` and ``_start`` are working columns dropped later."""
+    tags = run.data.tags
+    return {"study": tags.get("study", study), "cell": tags.get("cell") or "", "fold": _tag_int(run, "fold"),
+            "seed": _tag_int(run, "seed"), "status": run.info.status, "protocol": tags.get("protocol"),
+            "vocal_channel": run.data.params.get("data.vocal_channel"), "_axes": _axes(run), **run.data.metrics,
+            "run_id": run.info.run_id, "parent_run_id": tags.get("mlflow.parentRunId"),
+            "unit_key": tags.get("unit_key"), "git_commit": tags.get("git_commit"),
+            "artifact_uri": run.info.artifact_uri, "_start": run.info.start_time or 0}
+
+
 def _search_units(client, experiment_id: str) -> list:
     runs, token = [], None
     while True:
@@ -153,22 +164,7 @@ def load_study_runs(study: str, tracking_uri: str, *, cell_order: Sequence[str] 
     if not runs:
         raise ReportError(f"experiment {study!r} in {tracking_uri} has no unit runs (tag kind=unit)")
 
-    rows, extra, axis_paths = [], set(), {}
-    for run in runs:
-        tags, metrics = run.data.tags, run.data.metrics
-        axes = _axes(run)
-        for path in axes:
-            axis_paths.setdefault(path, None)
-        extra.update(k for k in metrics if k not in PER_EPOCH)
-        rows.append({
-            "study": tags.get("study", study), "cell": tags.get("cell") or "", "fold": _tag_int(run, "fold"),
-            "seed": _tag_int(run, "seed"), "status": run.info.status, "protocol": tags.get("protocol"),
-            "vocal_channel": run.data.params.get("data.vocal_channel"), "_axes": axes, **metrics,
-            "run_id": run.info.run_id, "parent_run_id": tags.get("mlflow.parentRunId"),
-            "unit_key": tags.get("unit_key"), "git_commit": tags.get("git_commit"),
-            "artifact_uri": run.info.artifact_uri,
-            "_start": run.info.start_time or 0,
-        })
+    rows = [_unit_row(run, study) for run in runs]
     missing_cell = [r["run_id"] for r in rows if not r["cell"]]
     if missing_cell:
         raise ReportError(f"experiment {study!r}: runs without a 'cell' tag: {', '.join(sorted(missing_cell))}")
@@ -192,7 +188,8 @@ def load_study_runs(study: str, tracking_uri: str, *, cell_order: Sequence[str] 
     frame = frame.sort_values(["_cell_rank", "fold", "seed"], kind="mergesort").reset_index(drop=True)
 
     known = (*UNIT_METRICS, *EFFICIENCY)
-    others = sorted(extra - set(known))
+    logged = {k for run in runs for k in run.data.metrics if k not in PER_EPOCH}
+    others = sorted(logged - set(known))
     for col in (*known, *others):
         if col not in frame:
             frame[col] = np.nan
