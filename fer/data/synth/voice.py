@@ -135,10 +135,11 @@ def pitch_contour(syllables: list[Syllable], t: np.ndarray, prosody: dict[str, f
     onset, offset = syllables[0].start, syllables[-1].end
     span = max(offset - onset, 1e-3)
     contour = prosody["pitch_st"] + prosody["range_st"] * (0.3 - 0.6 * np.clip((t - onset) / span, 0, 1))
-    for syl in syllables:
-        width = syl.end - syl.vowel_start
-        centre = syl.vowel_start + 0.4 * width
-        contour += prosody["range_st"] * syl.spec.accent * np.exp(-0.5 * ((t - centre) / (0.3 * width)) ** 2)
+    for syl in syllables:  # Gaussian accents, evaluated within 4 sigma
+        sigma = 0.3 * (syl.end - syl.vowel_start)
+        centre = syl.vowel_start + 1.33 * sigma
+        i0, i1 = np.searchsorted(t, [centre - 4 * sigma, centre + 4 * sigma])
+        contour[i0:i1] += prosody["range_st"] * syl.spec.accent * np.exp(-0.5 * ((t[i0:i1] - centre) / sigma) ** 2)
     last = syllables[-1]
     contour -= 0.5 * prosody["range_st"] * np.clip((t - last.vowel_start) / (last.end - last.vowel_start), 0, 1)
     knots = rng.normal(0, 0.3, int(t[-1] / 0.25) + 3)  # slow wander, one knot per 250 ms

@@ -1,8 +1,11 @@
 """Mux frames and a waveform into an mp4: H.264 video (yuv420p) + AAC audio at 48 kHz (PyAV).
 
-Both encoders run single-threaded (clips are parallelised instead), which also keeps their
-output byte-identical from run to run. The file is written under a temporary name in the
-target folder and moved into place, so a crash never leaves a truncated clip.
+The output is byte-identical from run to run, which takes three things: both encoders run
+single-threaded (clips are parallelised instead); frames are converted to yuv420p here with
+OpenCV, not by FFmpeg's (threaded) scaler; and x264's macroblock tree is off, because with it
+libx264 was seen to encode the same frames differently from run to run. The file is written
+under a temporary name in the target folder and moved into place, so a crash never leaves a
+truncated clip.
 """
 
 from __future__ import annotations
@@ -14,6 +17,7 @@ from fractions import Fraction
 from pathlib import Path
 
 import av
+import cv2
 import numpy as np
 
 AUDIO_RATE = 48_000
@@ -46,7 +50,8 @@ def write_clip(path: Path, frames: Iterable[np.ndarray], audio: np.ndarray, *, f
             video.width = video.height = size
             video.pix_fmt = "yuv420p"
             video.time_base = Fraction(1, fps)
-            video.options = {"crf": str(crf), "preset": "veryfast", "threads": "1"}
+            video.options = {"crf": str(crf), "preset": "veryfast", "x264-params": "mbtree=0"}
+            video.codec_context.thread_count = 1
             sound = container.add_stream("aac", rate=AUDIO_RATE)
             sound.layout = AUDIO_LAYOUT
             sound.time_base = Fraction(1, AUDIO_RATE)
@@ -66,7 +71,8 @@ def write_clip(path: Path, frames: Iterable[np.ndarray], audio: np.ndarray, *, f
                     audio_done += chunk.shape[1]
 
             for i, img in enumerate(frames):
-                frame = av.VideoFrame.from_ndarray(img, format="rgb24")
+                frame = av.VideoFrame.from_ndarray(cv2.cvtColor(img, cv2.COLOR_RGB2YUV_I420),
+                                                   format="yuv420p")
                 frame.pts = i
                 container.mux(video.encode(frame))
                 mux_audio((i + 1) * AUDIO_RATE // fps)
