@@ -344,7 +344,8 @@ def prepare_features(model: nn.Module, cfg: RunConfig, entries: Mapping[str, Pat
 class EncoderForwardCounter:
     """Counts forward calls of every audio and visual encoder in the process while active.
 
-    A global module forward hook, so it also sees models built inside other code (``run_unit``):
+    A global module forward hook, so it also sees models built inside other code (``run_unit``).
+    Passes on the meta device (profiling: shapes only, nothing computed) are not counted.
 
         with EncoderForwardCounter() as calls:
             run_unit(cfg, ...)
@@ -362,6 +363,8 @@ class EncoderForwardCounter:
         return self
 
     def _hook(self, module: nn.Module, args, output) -> None:
+        if isinstance(output, torch.Tensor) and output.is_meta:
+            return
         for classes, kind in self._kinds:
             if isinstance(module, classes):
                 self.counts[kind] += 1

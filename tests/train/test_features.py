@@ -185,6 +185,19 @@ def test_a_second_prepare_computes_no_encoder_forward(entries, tmp_path):
     assert all(torch.equal(two[k](cid), one[k](cid)) for k in one)
 
 
+def test_the_counter_counts_real_passes_not_meta_ones(model, entries):
+    from fer.models.profile import meta_batch
+
+    cfg = tiny_cfg()
+    with EncoderForwardCounter() as calls:
+        build_model(cfg, device="meta")(meta_batch(cfg, 2))  # profiling: shapes only
+    assert calls.counts == {"audio": 0, "visual": 0}
+    with EncoderForwardCounter() as calls, torch.no_grad():
+        model(next(iter(make_loader(PreparedClipDataset(list(entries.values()), cfg.data, train=False), 3,
+                                    shuffle=False, seed=0))))
+    assert calls.counts == {"audio": 1, "visual": 1}
+
+
 def test_other_preprocessing_builds_its_own_cache(model, entries, tmp_path):
     one = cache_keys(prepare_features(model, tiny_cfg(), entries, tmp_path, PREP_KEY, progress=False))
     cfg = tiny_cfg(**{"data.mean": (0.4, 0.45, 0.5)})
@@ -307,6 +320,23 @@ def test_prepare_key_of(tmp_path):
     mixed = {"a": tmp_path / "prepared" / "k1" / "a.npz", "b": tmp_path / "prepared" / "k2" / "b.npz"}
     with pytest.raises(ValueError, match=r"one prepared-settings folder; found \['k1', 'k2'\]"):
         prepare_key_of(mixed)
+
+
+@pytest.mark.slow
+def test_a_second_study_over_the_same_data_computes_no_encoder_forward(synth_data, prepared_cache):
+    """Two studies (another fusion depth, another fold) on the conftest's synthetic RAVDESS: the
+    first builds the features, the second finds them and never runs an encoder."""
+    from fer.train.run import run_unit
+
+    first = resolve_config("tiny", {"train.precision": "no", "train.epochs": 1})
+    with EncoderForwardCounter() as calls:
+        run_unit(first, data_root=synth_data, cache_dir=prepared_cache, fold=0, seed=0)
+    assert calls.counts["audio"] > 0 and calls.counts["visual"] > 0
+
+    second = resolve_config("tiny", {"train.precision": "no", "train.epochs": 1, "model.fusion.layers": 0})
+    with EncoderForwardCounter() as calls:
+        run_unit(second, data_root=synth_data, cache_dir=prepared_cache, fold=1, seed=0)
+    assert calls.counts == {"audio": 0, "visual": 0}
 
 
 KILLED_BUILD = textwrap.dedent("""
