@@ -120,7 +120,7 @@ def truncate_config(config: Lfm2Config, layers: int) -> Lfm2Config:
     if layers > config.num_hidden_layers:
         raise ValueError(f"model.fusion.layers: {layers} > the {config.num_hidden_layers} layers of this LFM2")
     out = Lfm2Config(**{**config.to_dict(), "num_hidden_layers": layers, "layer_types": config.layer_types[:layers]})
-    out._attn_implementation = "sdpa"  # takes LFM2Fusion's explicit additive mask; flash kernels would not
+    out._attn_implementation = "sdpa"  # takes LFM2Fusion's explicit boolean mask; eager and flash would not
     return out
 
 
@@ -250,8 +250,9 @@ class LFM2Fusion(nn.Module):
         if self.backbone is not None:
             n = x.shape[1]
             # Explicit causal mask and positions: the model's own mask builder inspects values,
-            # which meta tensors (profiling) do not have. -inf above the diagonal, added to scores.
-            causal = torch.full((n, n), float("-inf"), device=x.device, dtype=x.dtype).triu(1)[None, None]
+            # which meta tensors (profiling) do not have. sdpa's boolean form (True = may attend)
+            # matches queries of any dtype under autocast.
+            causal = torch.ones(n, n, device=x.device, dtype=torch.bool).tril()[None, None]  # (1, 1, S', S')
             positions = torch.arange(n, device=x.device)[None]  # (1, S')
             x = self.backbone(inputs_embeds=x, attention_mask={"full_attention": causal, "conv": None},
                               position_ids=positions, use_cache=False).last_hidden_state

@@ -127,19 +127,19 @@ def profile_model(cfg, *, batch: int = 8, precision: str = "bf16") -> dict:
 
 
 def render_profile(result: dict) -> None:
-    """Print ``profile_model``'s result as a rich table."""
+    """Print ``profile_model``'s result as a rich table (parameters in millions; exact in the JSON)."""
     from rich.console import Console
     from rich.table import Table
 
-    table = Table(title="model profile (meta device; memory = weights + grads + AdamW + activations)")
-    table.add_column("component")
-    for header in ("params", "trainable", "GFLOPs/clip", "activations MB", "train mem MB"):
-        table.add_column(header, justify="right")
+    table = Table(title="model profile: meta device; memory = weights + grads + AdamW + activations")
+    table.add_column("component", no_wrap=True)
+    for header in ("params M", "trainable M", "GFLOPs/clip", "activ. MB", "train MB"):
+        table.add_column(header, justify="right", no_wrap=True)
     for name, row in result.items():
         if not row["built"]:
             table.add_row(name, "-", "-", "-", "-", "-", style="dim")
             continue
-        table.add_row(name, f"{row['params_total']:,}", f"{row['params_trainable']:,}",
+        table.add_row(name, f"{row['params_total'] / 1e6:.3f}", f"{row['params_trainable'] / 1e6:.3f}",
                       f"{row['gflops_per_clip']:.3f}", f"{row['activations_mb']:.1f}",
                       f"{row['train_mem_estimate_mb']:.1f}", style="bold" if name == "total" else None)
     Console().print(table)
