@@ -33,7 +33,7 @@ def _csv(frame: pd.DataFrame, decimals: int = 6) -> str:
 
 
 def _readme(units: pd.DataFrame, files: list[tuple[Path, str]], out_dir: Path, *, command: str, metric: str,
-            reference: str, note: str | None) -> str:
+            reference: str, note: str | None, results: str) -> str:
     statuses = units["status"].value_counts().sort_index()
     commits = units.loc[units["status"] == "FINISHED", "git_commit"].fillna("unknown").value_counts()
     commits = commits.sort_index()
@@ -51,6 +51,7 @@ def _readme(units: pd.DataFrame, files: list[tuple[Path, str]], out_dir: Path, *
               f"- Primary metric: `{metric}`; statistics use FINISHED units only",
               "- Git commits of the finished units: "
               + ", ".join(f"`{c}` ({n} units)" for c, n in commits.items()), "",
+              "## Results", "", results,
               "## Files", "", "| File | Content |", "|:---|:---|"]
     lines += [f"| [{p.relative_to(out_dir).as_posix()}]({p.relative_to(out_dir).as_posix()}) | {desc} |"
               for p, desc in files]
@@ -86,6 +87,7 @@ def write_study_report(study: str, *, tracking_uri: str, out_dir: Path, metric: 
         raise ReportError(f"study {study!r}: no finished unit in {tracking_uri} ({counts}); nothing to report")
     finished(units, metric)  # raises on an unknown metric before anything is written
     reference = reference_cell(units, reference)
+    confusions = load_confusions(units, tracking_uri)  # a bad artifact fails before any file is written
     metrics = list(dict.fromkeys([metric, *TABLE_METRICS]))
     files: list[tuple[Path, str]] = []
 
@@ -94,9 +96,10 @@ def write_study_report(study: str, *, tracking_uri: str, out_dir: Path, metric: 
 
     table = study_table(units, metrics, reference)
     caption = table_caption(units, metrics, reference, title=f"Study {study}")
+    table_md = render_markdown(table, metrics, caption)
     add(write_text(out_dir / "table.csv", render_csv(table)),
         "results per cell: n, mean, std, 95% CI, paired tests vs the reference (raw and Holm p), params, GFLOPs")
-    add(write_text(out_dir / "table.md", render_markdown(table, metrics, caption)), "results table, Markdown")
+    add(write_text(out_dir / "table.md", table_md), "results table, Markdown")
     add(write_text(out_dir / "table.tex", render_latex(table, metrics, caption, f"tab:{safe_name(study)}")),
         "results table, LaTeX (booktabs)")
     add(write_text(out_dir / "units.csv", units.to_csv(index=False, float_format=CSV_FLOAT, lineterminator="\n")),
@@ -110,7 +113,7 @@ def write_study_report(study: str, *, tracking_uri: str, out_dir: Path, metric: 
     add(write_text(out_dir / "recall.csv", _csv(recall, 4)), "mean test recall per emotion (columns) and cell (rows)")
     add(save_figure(recall_heatmap(recall, study), out_dir / "recall"), "per-class recall heatmap across cells")
 
-    for cell, counts in load_confusions(units, tracking_uri).items():
+    for cell, counts in confusions.items():
         stem = out_dir / "confusion" / safe_name(cell)
         add(write_text(stem.with_name(f"{stem.name}_counts.csv"), _csv(counts)),
             f"cell `{cell}`: test confusion counts summed over finished folds (rows = true)")
@@ -121,5 +124,6 @@ def write_study_report(study: str, *, tracking_uri: str, out_dir: Path, metric: 
     if command is None:
         command = shlex.join(["python", "runner.py", "report", study, "--out", str(out_dir),
                               "--tracking-uri", redact_uri(tracking_uri), "--metric", metric])
-    readme = _readme(units, files, out_dir, command=command, metric=metric, reference=reference, note=note)
+    readme = _readme(units, files, out_dir, command=command, metric=metric, reference=reference, note=note,
+                     results=f"{table_md}\n![{metric}]({slug(metric)}.png)\n")
     return [p for p, _ in files] + [write_text(out_dir / "README.md", readme)]

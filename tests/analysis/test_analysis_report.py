@@ -39,6 +39,7 @@ def test_every_file_written_and_listed(reports):
     assert f"```\n{COMMAND}\n```" in readme
     assert "MLflow experiment: `modality`" in readme and "Unit runs read: 19" in readme
     assert "FINISHED 17, RUNNING 1" in readme and "`abc1234` (17 units)" in readme
+    assert (a / "table.md").read_text() in readme and "![test/uar](test_uar.png)" in readme
 
 
 @pytest.mark.slow
