@@ -56,3 +56,4 @@ class TrainConfig(BaseModel):
     class_weights: bool = False  # inverse class frequency of the training split in the loss
     num_workers: int = Field(0, ge=0)  # DataLoader worker processes
     eval_batch_size: int | None = Field(None, ge=1)  # None = batch_size
+    feature_cache: bool = True  # feed frozen, unaugmented encoders' outputs from fer.features' cache

@@ -60,7 +60,6 @@ class FitResult:
     best_val: Evaluation  # the validation split at the best epoch
     test: Evaluation  # the test split under the best weights, evaluated once
     train_clips_per_s: float  # training clips per second over all processes, evaluation excluded
-    gflops_per_clip: float  # forward pass at evaluation, FlopCounterMode on one validation batch
 
 
 def _loss_step(model: nn.Module, batch: dict, loss_fn: nn.Module) -> tuple[torch.Tensor, torch.Tensor]:
@@ -82,21 +81,6 @@ def _accelerator(precision: str, grad_accum: int):
     # The distributed state (PartialState: process group, device) is kept.
     AcceleratorState._reset_state(reset_partial_state=False)
     return Accelerator(mixed_precision=precision, gradient_accumulation_steps=grad_accum)
-
-
-def forward_gflops(model: nn.Module, batch: dict) -> float:
-    """Forward GFLOPs per clip of ``model`` on ``batch`` in evaluation mode.
-
-    Counts matrix multiplications, convolutions and attention (torch.utils.flop_counter), two
-    FLOPs per multiply-add. Gradients stay enabled: FlopCounterMode's module tracker fails on
-    some modules under ``torch.no_grad``; the graph of this one batch is dropped at once.
-    """
-    from torch.utils.flop_counter import FlopCounterMode
-
-    model.eval()
-    with FlopCounterMode(display=False) as counter:
-        model(batch)
-    return counter.get_total_flops() / 1e9 / len(batch["label"])
 
 
 class _BestWeights:
@@ -205,12 +189,7 @@ def fit(model: nn.Module, *, train_loader, val_loader, test_loader, cfg: TrainCo
     Raises:
         NonFiniteLossError: a NaN or infinite training or validation loss.
     """
-    from accelerate.utils import send_to_device
-
     accelerator = _accelerator(cfg.precision, cfg.grad_accum)
-    # Taken before prepare: a prepared loader left half-iterated confuses Accelerate's
-    # end-of-loader bookkeeping that gather_for_metrics relies on.
-    flops_batch = next(iter(val_loader))
     optimizer = build_optimizer(model.param_groups(), lr=cfg.lr, lr_mult=cfg.lr_mult.as_dict(),
                                 weight_decay=cfg.weight_decay)
     model, optimizer, train_loader, val_loader, test_loader = accelerator.prepare(
@@ -221,7 +200,6 @@ def fit(model: nn.Module, *, train_loader, val_loader, test_loader, cfg: TrainCo
     weight = None if class_weights is None else class_weights.to(accelerator.device, torch.float32)
     loss_fn = nn.CrossEntropyLoss(weight=weight, label_smoothing=cfg.label_smoothing)
     bare = accelerator.unwrap_model(model)
-    gflops = forward_gflops(bare, send_to_device(flops_batch, accelerator.device))
     best = _BestWeights(bare)
     history: list[dict[str, float]] = []
     best_uar, best_epoch, best_val, since_best = -math.inf, 0, None, 0
@@ -255,4 +233,4 @@ def fit(model: nn.Module, *, train_loader, val_loader, test_loader, cfg: TrainCo
         best.close()
         accelerator.free_memory()
     return FitResult(history=history, best_epoch=best_epoch, best_val=best_val, test=test,
-                     train_clips_per_s=train_clips / train_time, gflops_per_clip=gflops)
+                     train_clips_per_s=train_clips / train_time)

@@ -35,6 +35,8 @@ from pathlib import Path
 
 import numpy as np
 import torch
+from torch import nn
+from torch.utils.data import DataLoader
 
 from fer.config import RunConfig
 from fer.data.dataset import PreparedClipDataset, make_loader
@@ -158,9 +160,94 @@ def _status_kb(field_name: str) -> float:
     raise OSError(f"/proc/self/status has no {field_name}")
 
 
+def forward_gflops(model: nn.Module, batch: dict, clips: int) -> float:
+    """Forward GFLOPs per clip of ``model`` on a batch of ``clips`` clips, in evaluation mode.
+
+    Counts matrix multiplications, convolutions and attention (torch.utils.flop_counter), two
+    FLOPs per multiply-add. Gradients stay enabled: FlopCounterMode's module tracker fails on
+    some modules under ``torch.no_grad``.
+    """
+    from torch.utils.flop_counter import FlopCounterMode
+
+    model.eval()
+    with FlopCounterMode(display=False) as counter:
+        model(batch)
+    return counter.get_total_flops() / 1e9 / clips
+
+
+def model_gflops_per_clip(cfg: RunConfig) -> float:
+    """Forward GFLOPs of one clip through the whole model of ``cfg``, encoders included.
+
+    Counted on the meta device (no weights, no compute, the same for every device): there
+    attention decomposes into counted matrix products, whereas the fused CPU attention kernel
+    is invisible to the counter. A run fed cached encoder features still reports the model's
+    full cost.
+    """
+    from fer.models.model import build_model
+    from fer.models.profile import meta_batch
+
+    return forward_gflops(build_model(cfg, device="meta"), meta_batch(cfg, 1), clips=1)
+
+
 def _warn(message: str, collected: list[str]) -> None:
     warnings.warn(message, stacklevel=3)
     collected.append(message)
+
+
+def prepare_fold(cfg: RunConfig, *, data_root: str | Path, cache_dir: str | Path, fold: int,
+                 prepare_workers: int, notes: list[str]) -> tuple[dict[str, list[Clip]], dict[str, Path]]:
+    """Index the data, split it by the fold, prepare the missing clips (main process first).
+
+    Returns:
+        The prepared clips per split ("train", "val", "test"; "val" empty only under a protocol
+        without validation actors) and their cache entries by clip id.
+
+    Raises:
+        ValueError: a bad fold, or a split without any prepared clip.
+    """
+    from accelerate import PartialState
+
+    protocol = get_protocol(cfg.data.protocol)
+    chosen, by_split = split_clips(index_clips(data_root, cfg.data.vocal_channel), cfg.data.protocol, fold)
+    if protocol.warning:
+        _warn(protocol.warning, notes)
+    needed = [c for clips in by_split.values() for c in clips]
+    with PartialState().main_process_first():
+        entries = ensure_prepared(needed, cache_dir, PrepareSettings.from_data_config(cfg.data),
+                                  workers=prepare_workers)
+    if len(entries) < len(needed):
+        _warn(f"{len(needed) - len(entries)} of {len(needed)} clips of fold {fold} could not be "
+              f"prepared and are left out (see {Path(cache_dir) / 'prepare-report.json'})", notes)
+    splits = {name: [c for c in clips if c.clip_id in entries] for name, clips in by_split.items()}
+    for name, clips in splits.items():
+        if by_split[name] and not clips:
+            raise ValueError(f"fold {fold}: none of the {len(by_split[name])} {name} clips could be prepared")
+    if not splits["val"]:
+        _warn(f"fold {fold} of {cfg.data.protocol} has no validation actors: the epoch is "
+              f"selected on the test actors {list(chosen.test)}", notes)
+    return splits, entries
+
+
+def make_loaders(cfg: RunConfig, splits: dict[str, list[Clip]], entries: dict[str, Path], *, seed: int,
+                 features: dict, pin_memory: bool) -> dict[str, DataLoader]:
+    """Loaders "train" (shuffled, augmented), "val" and "test"; "val" reads the test clips when
+    the protocol has no validation actors.
+
+    Training drops a last partial batch (a batch of one breaks batch norm) unless the split is
+    smaller than one batch.
+    """
+    t = cfg.train
+    loaders = {}
+    for name in ("train", "val", "test"):
+        train = name == "train"
+        clips = splits[name] or splits["test"]  # empty val: selection on test (prepare_fold warned)
+        dataset = PreparedClipDataset([entries[c.clip_id] for c in clips], cfg.data,
+                                      train=train, seed=seed, load_frames=cfg.model.uses_visual,
+                                      load_audio=cfg.model.uses_audio, features=features)
+        size = t.batch_size if train else (t.eval_batch_size or t.batch_size)
+        loaders[name] = make_loader(dataset, size, shuffle=train, seed=seed, num_workers=t.num_workers,
+                                    pin_memory=pin_memory, drop_last=train and len(dataset) > size)
+    return loaders
 
 
 def run_unit(cfg: RunConfig, *, data_root: str | Path, cache_dir: str | Path, fold: int, seed: int,
@@ -171,7 +258,7 @@ def run_unit(cfg: RunConfig, *, data_root: str | Path, cache_dir: str | Path, fo
     Args:
         cfg: the resolved run configuration.
         data_root: RAVDESS folder (real or synthetic).
-        cache_dir: prepared-clip cache root; missing entries are prepared here.
+        cache_dir: prepared-clip cache root; missing entries (and encoder features) are built here.
         fold: fold index of ``cfg.data.protocol``.
         seed: seeds Python, numpy, torch, the model's initialisation, the loader shuffling and
             the augmentation.
@@ -189,64 +276,36 @@ def run_unit(cfg: RunConfig, *, data_root: str | Path, cache_dir: str | Path, fo
     from accelerate import PartialState
     from accelerate.utils import set_seed
 
+    from fer.features import prepare_features, prepare_key_of
     from fer.models.model import build_model
 
     notes: list[str] = []
-    protocol = get_protocol(cfg.data.protocol)
-    chosen, by_split = split_clips(index_clips(data_root, cfg.data.vocal_channel), cfg.data.protocol, fold)
-    if protocol.warning:
-        _warn(protocol.warning, notes)
-    settings = PrepareSettings.from_data_config(cfg.data)
-    needed = [c for clips in by_split.values() for c in clips]
-    with PartialState().main_process_first():
-        entries = ensure_prepared(needed, cache_dir, settings, workers=prepare_workers)
-    missing = len(needed) - len(entries)
-    if missing:
-        _warn(f"{missing} of {len(needed)} clips of fold {fold} could not be prepared and are left "
-              f"out (see {Path(cache_dir) / 'prepare-report.json'})", notes)
-    split_entries = {name: [c for c in clips if c.clip_id in entries] for name, clips in by_split.items()}
-    for name in ("train", "test"):
-        if not split_entries[name]:
-            raise ValueError(f"fold {fold}: no {name} clip could be prepared")
-    if not split_entries["val"]:
-        if by_split["val"]:
-            raise ValueError(f"fold {fold}: no validation clip could be prepared")
-        _warn(f"fold {fold} of {cfg.data.protocol} has no validation actors: the epoch is "
-              f"selected on the test actors {list(chosen.test)}", notes)
-
+    splits, entries = prepare_fold(cfg, data_root=data_root, cache_dir=cache_dir, fold=fold,
+                                   prepare_workers=prepare_workers, notes=notes)
+    used = {c.clip_id: entries[c.clip_id] for clips in splits.values() for c in clips}
+    t, device = cfg.train, PartialState().device
+    weights = inverse_frequency_weights([c.emotion for c in splits["train"]]) if t.class_weights else None
     set_seed(seed)
-    modality = cfg.model.modality
-    tcfg = cfg.train
-
-    def dataset(clips: list[Clip], train: bool) -> PreparedClipDataset:
-        return PreparedClipDataset([entries[c.clip_id] for c in clips], cfg.data, train=train,
-                                   seed=seed, load_frames=modality != "audio",
-                                   load_audio=modality != "visual")
-
-    def loader(ds: PreparedClipDataset, train: bool):
-        # Training drops a last partial batch (a batch of one breaks batch norm) unless the
-        # split is smaller than one batch.
-        size = tcfg.batch_size if train else (tcfg.eval_batch_size or tcfg.batch_size)
-        return make_loader(ds, size, shuffle=train, seed=seed, num_workers=tcfg.num_workers,
-                           pin_memory=torch.cuda.is_available(),
-                           drop_last=train and len(ds) > size)
-
-    train_ds = dataset(split_entries["train"], train=True)
-    test_ds = dataset(split_entries["test"], train=False)
-    val_ds = dataset(split_entries["val"], train=False) if split_entries["val"] else test_ds
-    weights = None
-    if tcfg.class_weights:
-        weights = inverse_frequency_weights([c.emotion for c in split_entries["train"]])
-
     with PeakMemory() as memory:
         model = build_model(cfg)
         params_total = sum(p.numel() for p in model.parameters())
         params_trainable = sum(p.numel() for p in model.parameters() if p.requires_grad)
-        epochs = tcfg.epochs if max_epochs is None else min(tcfg.epochs, max_epochs)
-        result = fit(model, train_loader=loader(train_ds, True), val_loader=loader(val_ds, False),
-                     test_loader=loader(test_ds, False), cfg=tcfg, epochs=epochs,
-                     class_weights=weights, callback=callback)
-        del model
+        # Frozen, unaugmented encoders run once per clip into the shared feature cache; the
+        # datasets then hand their outputs to the model instead of frames or audio.
+        with PartialState().main_process_first():
+            features = prepare_features(model, cfg, used, cache_dir, prepare_key_of(used),
+                                        batch_size=t.eval_batch_size or t.batch_size, device=device,
+                                        num_workers=t.num_workers)
+        # Building features draws from the global generator (loader seeds); reseed so that the
+        # training draws (dropout, Gumbel noise) are the same whether or not this run built them.
+        set_seed(seed)
+        loaders = make_loaders(cfg, splits, entries, seed=seed, features=features,
+                               pin_memory=device.type == "cuda")
+        epochs = t.epochs if max_epochs is None else min(t.epochs, max_epochs)
+        result = fit(model, train_loader=loaders["train"], val_loader=loaders["val"],
+                     test_loader=loaders["test"], cfg=t, epochs=epochs, class_weights=weights,
+                     callback=callback)
+        del model, loaders
         gc.collect()
         if torch.cuda.is_available():
             torch.cuda.empty_cache()
@@ -260,11 +319,10 @@ def run_unit(cfg: RunConfig, *, data_root: str | Path, cache_dir: str | Path, fo
         "epochs_trained": float(len(result.history)),
         "params/total": float(params_total),
         "params/trainable": float(params_trainable),
-        "gflops_per_clip": result.gflops_per_clip,
+        "gflops_per_clip": model_gflops_per_clip(cfg),
         "train/clips_per_s": result.train_clips_per_s,
         "peak_mem_mb": memory.mb,
     })
-    used = {c.clip_id: entries[c.clip_id] for clips in split_entries.values() for c in clips}
     return UnitResult(metrics=metrics, history=result.history,
                       predictions_val=prediction_rows(val), predictions_test=prediction_rows(test),
                       confusion_test=test.metrics["confusion"], data_manifest=manifest_hash(used),

@@ -38,21 +38,21 @@ def synth_data(tmp_path_factory) -> Path:
 
 
 @pytest.fixture(scope="session")
-def tiny_cfg():
+def unit_cfg():
     from fer.config import resolve_config
 
     return resolve_config("tiny", OVERRIDES)
 
 
 @pytest.fixture(scope="session")
-def prepared_cache(synth_data, tiny_cfg, tmp_path_factory) -> Path:
+def prepared_cache(synth_data, unit_cfg, tmp_path_factory) -> Path:
     """The cache with every clip prepared, as ``runner.py prepare`` would leave it."""
     from fer.data.prepare import PrepareSettings, ensure_prepared
     from fer.data.ravdess import index_clips
 
     cache = tmp_path_factory.mktemp("train-cache")
     clips = index_clips(synth_data)
-    entries = ensure_prepared(clips, cache, PrepareSettings.from_data_config(tiny_cfg.data), workers=2)
+    entries = ensure_prepared(clips, cache, PrepareSettings.from_data_config(unit_cfg.data), workers=2)
     if len(entries) != len(clips):
         pytest.fail(f"only {len(entries)} of {len(clips)} synthetic clips could be prepared")
     return cache
@@ -80,7 +80,7 @@ class _Recorder:
 
 
 @pytest.fixture(scope="session")
-def recorded_run(synth_data, prepared_cache, tiny_cfg, tmp_path_factory) -> RecordedRun:
+def recorded_run(synth_data, prepared_cache, unit_cfg, tmp_path_factory) -> RecordedRun:
     from mlflow import MlflowClient
 
     import fer.train.run as run
@@ -111,13 +111,13 @@ def recorded_run(synth_data, prepared_cache, tiny_cfg, tmp_path_factory) -> Reco
     client = MlflowClient(tracking_uri=f"sqlite:///{store / 'mlflow.db'}")
     experiment = ensure_experiment(client, "train-tests")
     run_id = start_unit_run(client, experiment, parent_run_id=None, tags={"kind": "unit"},
-                            params=flatten(tiny_cfg))
+                            params=flatten(unit_cfg))
     recorder = _Recorder(UnitLogger(client, run_id))
     with pytest.MonkeyPatch.context() as mp:
         mp.setattr(run, "PreparedClipDataset", SpyDataset)
         mp.setattr(run, "fit", spy_fit)
-        result = run.run_unit(tiny_cfg, data_root=synth_data, cache_dir=prepared_cache, fold=0,
+        result = run.run_unit(unit_cfg, data_root=synth_data, cache_dir=prepared_cache, fold=0,
                               seed=0, callback=recorder)
-    log_unit_result(client, run_id, result, config=tiny_cfg)
+    log_unit_result(client, run_id, result, config=unit_cfg)
     return RecordedRun(result=result, loads=loads, aug=aug, epochs=recorder.calls, client=client,
                        run_id=run_id)

@@ -14,8 +14,8 @@ from fer.data.ravdess import Clip
 from fer.labels import EMOTIONS
 from fer.train.loop import Evaluation
 from fer.train.metrics import classification_metrics
-from fer.train.run import (PeakMemory, inverse_frequency_weights, manifest_hash, prediction_rows,
-                           run_unit, split_clips)
+from fer.train.run import (PeakMemory, forward_gflops, inverse_frequency_weights, manifest_hash,
+                           model_gflops_per_clip, prediction_rows, run_unit, split_clips)
 from fer.tracking import PREDICTION_COLUMNS
 
 
@@ -84,6 +84,29 @@ def test_manifest_hash_follows_clips_and_entry_keys():
     assert manifest_hash(a) != manifest_hash({"x": a["x"]})
 
 
+def test_forward_gflops_counts_two_flops_per_multiply_add():
+    class Model(torch.nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.a, self.b = torch.nn.Linear(16, 32), torch.nn.Linear(32, 8)
+
+        def forward(self, batch):
+            return self.b(torch.relu(self.a(batch["x"])))
+
+    assert forward_gflops(Model(), {"x": torch.randn(5, 16)}, clips=5) == pytest.approx(
+        2 * (16 * 32 + 32 * 8) / 1e9)
+
+
+def test_model_gflops_cover_both_branches():
+    from fer.config import resolve_config
+
+    av, audio, visual = (model_gflops_per_clip(resolve_config("tiny", {"model.modality": m}))
+                         for m in ("av", "audio", "visual"))
+    assert 0 < audio < av and 0 < visual < av
+    # Fusion and head are small next to the encoders: the branches account for most of av.
+    assert audio + visual == pytest.approx(av, rel=0.2)
+
+
 @pytest.mark.skipif(torch.cuda.is_available(), reason="measures CPU memory")
 def test_peak_memory_sees_a_transient_allocation():
     with PeakMemory() as memory:
@@ -147,10 +170,10 @@ def test_logged_epochs_and_final_metrics(recorded_run):
 
 
 @pytest.mark.slow
-def test_same_seed_same_run(synth_data, prepared_cache, tiny_cfg, recorded_run):
+def test_same_seed_same_run(synth_data, prepared_cache, unit_cfg, recorded_run):
     # The recorded run had no MLflow involvement in training; a rerun without spies or callback
     # must reproduce it exactly.
-    again = run_unit(tiny_cfg, data_root=synth_data, cache_dir=prepared_cache, fold=0, seed=0)
+    again = run_unit(unit_cfg, data_root=synth_data, cache_dir=prepared_cache, fold=0, seed=0)
     first = recorded_run.result
     assert again.predictions_test == first.predictions_test
     assert again.history == first.history
@@ -158,8 +181,8 @@ def test_same_seed_same_run(synth_data, prepared_cache, tiny_cfg, recorded_run):
 
 
 @pytest.mark.slow
-def test_protocol_without_validation_selects_on_test_with_a_warning(synth_data, prepared_cache, tiny_cfg):
-    cfg = tiny_cfg.model_copy(update={"data": tiny_cfg.data.model_copy(update={"protocol": "hicmae-6fold"})})
+def test_protocol_without_validation_selects_on_test_with_a_warning(synth_data, prepared_cache, unit_cfg):
+    cfg = unit_cfg.model_copy(update={"data": unit_cfg.data.model_copy(update={"protocol": "hicmae-6fold"})})
     with pytest.warns(UserWarning, match="hicmae-6fold has no validation actors"):
         result = run_unit(cfg, data_root=synth_data, cache_dir=prepared_cache, fold=0, seed=0,
                           max_epochs=1)
@@ -168,3 +191,23 @@ def test_protocol_without_validation_selects_on_test_with_a_warning(synth_data, 
     assert result.metrics["epochs_trained"] == 1
     # One epoch: the selected epoch's test predictions are the final test predictions.
     assert result.metrics["test/uar"] == pytest.approx(result.metrics["val/uar_best"])
+
+
+@pytest.mark.slow
+def test_frozen_unaugmented_encoders_run_once_per_clip_through_the_feature_cache(
+        synth_data, prepared_cache, unit_cfg, monkeypatch):
+    import fer.train.run as run
+    from fer.data.config import AugmentConfig
+    from fer.features import EncoderForwardCounter, cacheable
+
+    cfg = unit_cfg.model_copy(update={"data": unit_cfg.data.model_copy(update={"augment": AugmentConfig()})})
+    assert cacheable(cfg) == {"audio", "visual"}
+    # The FLOP count forwards a meta-device copy of the model, which the counter would see too.
+    monkeypatch.setattr(run, "model_gflops_per_clip", lambda cfg: 0.0)
+    with EncoderForwardCounter() as first:
+        a = run_unit(cfg, data_root=synth_data, cache_dir=prepared_cache, fold=0, seed=0, max_epochs=1)
+    with EncoderForwardCounter() as second:
+        b = run_unit(cfg, data_root=synth_data, cache_dir=prepared_cache, fold=0, seed=0, max_epochs=1)
+    assert first.counts["audio"] > 0 and first.counts["visual"] > 0  # the cache was built
+    assert second.counts == {"audio": 0, "visual": 0}  # and then only read
+    assert b.predictions_test == a.predictions_test
