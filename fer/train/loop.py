@@ -2,7 +2,7 @@
 
 Per epoch: train on the training loader (mixed precision, gradient accumulation, clipping, one
 scheduler step per optimizer update), evaluate on the validation loader, keep the weights of the
-best validation UAR so far (safetensors, in a temporary folder). At the end the best weights are
+best validation UAR so far (safetensors, in host memory). At the end the best weights are
 restored and the test loader is evaluated once. The loop knows nothing of MLflow: it reports each
 epoch to ``callback.on_epoch_end(epoch, metrics)`` and returns everything else.
 
@@ -13,12 +13,9 @@ loop lets the exception through.
 from __future__ import annotations
 
 import math
-import os
-import tempfile
 import time
 import warnings
 from dataclasses import dataclass
-from pathlib import Path
 from typing import Protocol
 
 import numpy as np
@@ -84,36 +81,33 @@ def _accelerator(precision: str, grad_accum: int):
 
 
 class _BestWeights:
-    """The weights of the best epoch in a safetensors file, only the tensors training can change
-    (trainable parameters and buffers: frozen parts stay bit-identical)."""
+    """The weights of the best epoch, serialised with safetensors into host memory.
+
+    Only the tensors training can change are kept (trainable parameters and buffers: frozen
+    parts stay bit-identical). Memory rather than a temporary file, so that a unit killed
+    mid-run (the study engine resumes such units) leaves nothing behind on disk.
+    """
 
     def __init__(self, model: nn.Module):
-        self._dir = tempfile.TemporaryDirectory(prefix="fer-best-")
-        self.path = Path(self._dir.name) / "best.safetensors"
         changing = {n for n, p in model.named_parameters() if p.requires_grad}
         changing |= {n for n, _ in model.named_buffers()}
         self.keys = sorted(changing & set(model.state_dict()))
+        self.blob: bytes | None = None
 
     def save(self, model: nn.Module) -> None:
-        from safetensors.torch import save_file
+        from safetensors.torch import save
 
         state = model.state_dict()
-        # clone: tied parameters share storage, which safetensors refuses to write twice.
-        tensors = {k: state[k].detach().to("cpu", copy=True).contiguous() for k in self.keys}
-        tmp = self.path.with_suffix(".tmp")
-        save_file(tensors, str(tmp))
-        os.replace(tmp, self.path)
+        # clone: tied parameters share storage, which safetensors refuses to serialise twice.
+        self.blob = save({k: state[k].detach().to("cpu", copy=True).contiguous() for k in self.keys})
 
     def restore(self, model: nn.Module) -> None:
-        from safetensors.torch import load_file
+        from safetensors.torch import load
 
-        result = model.load_state_dict(load_file(str(self.path)), strict=False)
+        result = model.load_state_dict(load(self.blob), strict=False)
         if result.unexpected_keys or set(self.keys) & set(result.missing_keys):
-            raise RuntimeError(f"best weights in {self.path} do not fit the model: unexpected "
-                               f"{result.unexpected_keys}, missing {result.missing_keys}")
-
-    def close(self) -> None:
-        self._dir.cleanup()
+            raise RuntimeError(f"best weights do not fit the model: unexpected {result.unexpected_keys}, "
+                               f"missing {result.missing_keys}")
 
 
 @torch.no_grad()
@@ -230,7 +224,6 @@ def fit(model: nn.Module, *, train_loader, val_loader, test_loader, cfg: TrainCo
         best.restore(bare)
         test = evaluate(accelerator, model, test_loader, loss_fn)
     finally:
-        best.close()
         accelerator.free_memory()
     return FitResult(history=history, best_epoch=best_epoch, best_val=best_val, test=test,
                      train_clips_per_s=train_clips / train_time)

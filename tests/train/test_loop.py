@@ -224,3 +224,15 @@ def test_scheduler_steps_once_per_optimizer_update(monkeypatch):
     # Stepped once per update (8), not once per batch (16): the cosine ends exactly at zero.
     assert scheduler.last_epoch == 8
     assert scheduler.get_last_lr() == [pytest.approx(0.0, abs=1e-12)] * 2
+
+
+@pytest.mark.gpu
+@pytest.mark.parametrize("precision", ["fp16", "bf16"])
+def test_mixed_precision_on_gpu(precision):
+    torch.manual_seed(0)
+    model = Linear()
+    _, kw = loaders(n_train=64)
+    result = fit(model, **kw, cfg=cfg(lr=0.05, precision=precision, warmup=0.0), epochs=15)
+    assert next(model.parameters()).device.type == "cuda"
+    assert next(model.parameters()).dtype == torch.float32  # autocast keeps float32 master weights
+    assert result.test.metrics["uar"] > 0.9
