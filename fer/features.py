@@ -66,7 +66,7 @@ def cacheable(cfg: RunConfig) -> set[str]:
     An encoder qualifies when its modality is used, it is frozen, its input augmentation is off
     (an augmented input gives a new output every epoch) and ``train.feature_cache`` is on.
     """
-    if not getattr(cfg.train, "feature_cache", True):
+    if not cfg.train.feature_cache:
         return set()
     m, aug = cfg.model, cfg.data.augment
     out = set()

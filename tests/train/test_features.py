@@ -83,10 +83,11 @@ def test_cacheable(overrides, expected):
     assert cacheable(tiny_cfg(**overrides)) == expected
 
 
-def test_feature_cache_switch_turns_everything_off():
-    cfg = tiny_cfg()
-    off = cfg.model_copy(update={"train": cfg.train.model_copy(update={"feature_cache": False})})
-    assert cacheable(cfg) == {"audio", "visual"} and cacheable(off) == set()
+def test_feature_cache_switch_turns_everything_off(model, entries, tmp_path):
+    off = tiny_cfg(**{"train.feature_cache": False})
+    assert cacheable(off) == set()
+    assert prepare_features(model, off, entries, tmp_path, PREP_KEY, progress=False) == {}
+    assert not (tmp_path / "features").exists()
 
 
 def test_encoder_config_holds_only_what_shapes_the_output():
