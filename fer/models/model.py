@@ -15,6 +15,9 @@ differential learning rates (``train.lr_mult.<name>``).
 
 from __future__ import annotations
 
+import hashlib
+from contextlib import contextmanager
+
 import torch
 from torch import nn
 
@@ -104,22 +107,39 @@ def build_model(cfg, device: str | torch.device = "cpu") -> FERModel:
     return _build(cfg, load_weights=True).to(device)
 
 
+@contextmanager
+def part_seed(name: str):
+    """Initialise one part from its own stream, seeded by the global seed and the part's name, so
+    its initial weights do not depend on which other parts exist or how much they drew."""
+    seed = int.from_bytes(hashlib.sha256(f"{torch.initial_seed()}/{name}".encode()).digest()[:8], "little")
+    with torch.random.fork_rng(devices=[]):
+        torch.default_generator.manual_seed(seed)
+        yield
+
+
 def _build(cfg, *, load_weights: bool) -> FERModel:
     m, data = cfg.model, cfg.data
     parts: dict[str, nn.Module | None] = dict.fromkeys(PARTS)
     audio_dim = visual_dim = None
     if m.uses_audio:
-        parts["audio_encoder"] = build_audio_encoder(m.audio, sample_rate=data.sample_rate, load_weights=load_weights)
+        with part_seed("audio_encoder"):
+            parts["audio_encoder"] = build_audio_encoder(m.audio, sample_rate=data.sample_rate, load_weights=load_weights)
         audio_dim = parts["audio_encoder"].out_dim
-        parts["audio_pooling"] = build_segment_pooling(m.audio.pooling, audio_dim, m.segments)
+        with part_seed("audio_pooling"):
+            parts["audio_pooling"] = build_segment_pooling(m.audio.pooling, audio_dim, m.segments)
     if m.uses_visual:
         # The architecture is the encoder preset's; pretrained only names weights to read.
         visual_cfg = m.visual if load_weights else m.visual.model_copy(update={"pretrained": None})
-        encoder = build_visual_encoder(visual_cfg, image_size=data.size)
+        with part_seed("visual_encoder"):
+            encoder = build_visual_encoder(visual_cfg, image_size=data.size)
         parts["visual_encoder"] = encoder
-        parts["roi"] = build_roi(m.visual.roi, dim=encoder.out_dim, grid=encoder.grid)
-        parts["temporal"] = build_temporal(m.visual.temporal, in_dim=encoder.out_dim, segments=m.segments)
+        with part_seed("roi"):
+            parts["roi"] = build_roi(m.visual.roi, dim=encoder.out_dim, grid=encoder.grid)
+        with part_seed("temporal"):
+            parts["temporal"] = build_temporal(m.visual.temporal, in_dim=encoder.out_dim, segments=m.segments)
         visual_dim = parts["temporal"].out_dim
-    parts["fusion"] = build_fusion(m.fusion, audio_dim=audio_dim, visual_dim=visual_dim, load_weights=load_weights)
-    parts["classifier"] = build_classifier(m.classifier, in_dim=m.fusion.out_dim)
+    with part_seed("fusion"):
+        parts["fusion"] = build_fusion(m.fusion, audio_dim=audio_dim, visual_dim=visual_dim, load_weights=load_weights)
+    with part_seed("classifier"):
+        parts["classifier"] = build_classifier(m.classifier, in_dim=m.fusion.out_dim)
     return FERModel(**parts)

@@ -210,12 +210,8 @@ def test_other_preprocessing_builds_its_own_cache(model, entries, tmp_path):
 
 @pytest.mark.parametrize("other", [
     {"model.fusion.layers": 0},
-    pytest.param({"model.audio.pooling": "max"}, marks=pytest.mark.xfail(
-        strict=True, reason="build_model draws every part from one global stream: the audio pooling's "
-                            "parameters shift the visual encoder's initialisation (lead: seed each part)")),
-    pytest.param({"model.modality": "visual"}, marks=pytest.mark.xfail(
-        strict=True, reason="without an audio branch the visual encoder draws other initial weights "
-                            "(lead: seed each part)")),
+    {"model.audio.pooling": "max"},
+    {"model.modality": "visual"},
 ])
 def test_cells_with_the_same_seed_share_the_random_tiny_encoders(other):
     base, cfg = tiny_cfg(), tiny_cfg(**other)
