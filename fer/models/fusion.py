@@ -71,7 +71,7 @@ class FusionConfig(BaseModel):
     lora_rank: int = Field(16, ge=1)
     order: Literal["interleave", "concat"] = "interleave"
     out_dim: int = Field(512, ge=1)
-    grad_checkpointing: bool = False
+    grad_checkpointing: bool = False  # recompute LFM2 layers in backward; only a training (not frozen) backbone
 
     @field_validator("freeze")
     @classmethod
@@ -177,6 +177,7 @@ def _lora(backbone: Lfm2Model, *, lora_rank: int) -> bool:
     from peft import LoraConfig, inject_adapter_in_model
 
     backbone.requires_grad_(False)
+    # alpha = 2r, the usual LoRA scale of 2; no adapter dropout, so train and eval outputs agree.
     lora = LoraConfig(r=lora_rank, lora_alpha=2 * lora_rank, lora_dropout=0.0, target_modules=LORA_TARGETS)
     inject_adapter_in_model(lora, backbone)
     for name, param in backbone.named_parameters():

@@ -18,6 +18,8 @@ from __future__ import annotations
 import hashlib
 from contextlib import contextmanager
 
+from typing import TYPE_CHECKING
+
 import torch
 from torch import nn
 
@@ -28,6 +30,9 @@ from fer.models.pooling import build_segment_pooling
 from fer.models.roi import build_roi
 from fer.models.temporal import build_temporal
 from fer.models.visual import build_visual_encoder
+
+if TYPE_CHECKING:
+    from fer.config import RunConfig
 
 # Submodule names, in forward order; also the parameter-group names.
 PARTS = ("audio_encoder", "audio_pooling", "visual_encoder", "roi", "temporal", "fusion", "classifier")
@@ -87,7 +92,7 @@ class FERModel(nn.Module):
         return groups
 
 
-def build_model(cfg, device: str | torch.device = "cpu") -> FERModel:
+def build_model(cfg: RunConfig, device: str | torch.device = "cpu") -> FERModel:
     """The model of a resolved run config.
 
     Seed torch before calling: every random initialisation draws from its global generator.
@@ -117,7 +122,7 @@ def part_seed(name: str):
         yield
 
 
-def _build(cfg, *, load_weights: bool) -> FERModel:
+def _build(cfg: RunConfig, *, load_weights: bool) -> FERModel:
     m, data = cfg.model, cfg.data
     parts: dict[str, nn.Module | None] = dict.fromkeys(PARTS)
     audio_dim = visual_dim = None

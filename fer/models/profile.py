@@ -24,17 +24,22 @@ freed during the forward, allocator fragmentation and the CUDA context (a few hu
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING
+
 import torch
 from torch.utils.flop_counter import FlopCounterMode
 
 from fer.models.model import PARTS, build_model
+
+if TYPE_CHECKING:
+    from fer.config import RunConfig
 
 HALF_BYTES = {"bf16": 2, "fp16": 2, "no": 4}
 MB = 2**20
 FIELDS = ("params_total", "params_trainable", "gflops_per_clip", "activations_mb", "train_mem_estimate_mb")
 
 
-def meta_batch(cfg, batch: int) -> dict[str, torch.Tensor]:
+def meta_batch(cfg: RunConfig, batch: int) -> dict[str, torch.Tensor]:
     """A batch of meta tensors shaped as the dataset delivers it for ``cfg.data``."""
     d = cfg.data
     samples = int(round(d.sample_rate * d.audio_seconds))
@@ -83,7 +88,7 @@ class SavedActivations:
             handle.remove()
 
 
-def profile_model(cfg, *, batch: int = 8, precision: str = "bf16") -> dict:
+def profile_model(cfg: RunConfig, *, batch: int = 8, precision: str = "bf16") -> dict:
     """Per-component and total parameters, GFLOPs per clip and training-memory estimate.
 
     Args:
