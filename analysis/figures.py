@@ -5,7 +5,8 @@ display, leave no global state and are saved by ``analysis.files.save_figure``.
 
 - numeric axis (fusion depth, ROI k, conv share): mean line with 95% CI error bars over the axis
   values, one line per combination of the other axes, the fold-seed units as dots;
-- categorical axes only: one point with 95% CI error bars per cell, units as dots;
+- categorical axes only: points with 95% CI error bars over the first axis, one series per
+  combination of the other axes, units as dots;
 - confusion matrix of a cell (row-normalised) and a per-class recall heatmap across cells.
 """
 
@@ -18,16 +19,21 @@ import pandas as pd
 from matplotlib.figure import Figure
 
 from analysis.stats import axis_columns, cell_summary, finished, row_normalise
-from analysis.tables import is_percent, metric_label
+from analysis.tables import axis_text, is_percent, metric_label
 
 CI_NOTE = "mean with 95% CI (t, n-1 df); dots: fold-seed units"
 
 
 def is_numeric_axis(values: pd.Series) -> bool:
-    """An axis is numeric when every value is a real number (bools excluded) and there are >= 2."""
-    present = values.dropna()
-    numeric = all(isinstance(v, numbers.Real) and not isinstance(v, (bool, np.bool_)) for v in present)
-    return numeric and present.nunique() >= 2
+    """An axis is numeric when every value is a real number (bools excluded) and there are >= 2.
+
+    A missing value (e.g. ROI ``k: null`` = all patches) makes the axis categorical, so that cell
+    is drawn as a labelled point instead of vanishing from a line.
+    """
+    if values.isna().any():
+        return False
+    numeric = all(isinstance(v, numbers.Real) and not isinstance(v, (bool, np.bool_)) for v in values)
+    return numeric and values.nunique() >= 2
 
 
 def _jitter(k: int, width: float) -> np.ndarray:
@@ -36,7 +42,7 @@ def _jitter(k: int, width: float) -> np.ndarray:
 
 
 def _group_label(row: pd.Series, others: list[str]) -> str:
-    return ", ".join(f"{a}={row[a]}" for a in others) or None
+    return ", ".join(f"{a}={axis_text(row[a])}" for a in others) or None
 
 
 def _draw_lines(ax, summary: pd.DataFrame, valid: pd.DataFrame, metric: str, x_axis: str, others: list[str],
@@ -61,18 +67,34 @@ def _draw_lines(ax, summary: pd.DataFrame, valid: pd.DataFrame, metric: str, x_a
 
 def _draw_points(ax, summary: pd.DataFrame, valid: pd.DataFrame, metric: str, axes: list[str],
                  half: pd.Series, scale: float, reference: str | None) -> None:
-    """One point per cell in study order, the units as grey dots beside it."""
-    n_cells = len(summary)
-    labels = [", ".join(str(row[a]) for a in axes) if axes else row["cell"] for _, row in summary.iterrows()]
-    labels = [f"{lab} (ref)" if cell == reference else lab for lab, cell in zip(labels, summary["cell"])]
-    xs = np.arange(n_cells)
-    for i, row in summary.iterrows():
-        dots = valid[valid["cell"] == row["cell"]][metric] * scale
-        ax.scatter(xs[i] + _jitter(len(dots), 0.15), dots, color="0.55", s=14, zorder=2)
-    ax.errorbar(xs, summary["mean"] * scale, yerr=half, fmt="o", color="C0", capsize=4, markersize=7, zorder=3)
-    ax.set_xticks(xs, labels, rotation=30 if n_cells > 4 else 0, ha="right" if n_cells > 4 else "center")
-    ax.set_xlabel(", ".join(axes) if axes else "cell")
-    ax.set_xlim(-0.6, n_cells - 0.4)
+    """Points over the first axis's values (study order), one dodged series per combination of the
+    other axes, the units as small dots beside each point."""
+    x_axis, others = (axes[0], axes[1:]) if axes else ("cell", [])
+    shown = {a: summary[a].map(axis_text) for a in (x_axis, *others)}
+    x_values = list(dict.fromkeys(shown[x_axis]))
+    groups = list(summary.groupby([shown[a] for a in others], sort=False)) if others else [(None, summary)]
+    width = 0.8 / len(groups)
+    for k, (_, group) in enumerate(groups):
+        color = f"C{k % 10}"
+        offset = (k - (len(groups) - 1) / 2) * width
+        xs = np.array([x_values.index(v) for v in shown[x_axis][group.index]]) + offset
+        for x, (_, row) in zip(xs, group.iterrows()):
+            dots = valid[valid["cell"] == row["cell"]][metric] * scale
+            ax.scatter(x + _jitter(len(dots), 0.25 * width), dots, color=color, alpha=0.35, s=12, zorder=2)
+        ax.errorbar(xs, group["mean"] * scale, yerr=half[group.index], fmt="o", color=color, capsize=3,
+                    markersize=6, zorder=3, label=_group_label(group.iloc[0], others))
+        is_ref = (group["cell"] == reference).to_numpy()
+        if is_ref.any():  # a black ring marks the reference cell
+            ax.scatter(xs[is_ref], group["mean"][is_ref] * scale, s=160, facecolors="none", edgecolors="black",
+                       linewidths=1.2, zorder=4, label="reference" if others else None)
+    ref_x = shown[x_axis][summary["cell"] == reference].tolist()
+    labels = [f"{v} (ref)" if not others and v in ref_x else v for v in x_values]
+    rotate = len(x_values) > 4 or max(len(v) for v in labels) > 12
+    ax.set_xticks(range(len(x_values)), labels, rotation=30 if rotate else 0, ha="right" if rotate else "center")
+    ax.set_xlabel(x_axis)
+    ax.set_xlim(-0.6, len(x_values) - 0.4)
+    if others:
+        ax.legend(fontsize="small", loc="upper left", bbox_to_anchor=(1.01, 1.0))
 
 
 def metric_figure(units: pd.DataFrame, metric: str, *, reference: str | None = None) -> Figure:
@@ -93,7 +115,8 @@ def metric_figure(units: pd.DataFrame, metric: str, *, reference: str | None = N
     summary = summary[summary["n"] > 0].reset_index(drop=True)
     valid = finished(units, metric)
     half = (summary["ci_high"] - summary["mean"]).fillna(0.0) * scale  # n = 1: no interval
-    fig = Figure(figsize=(6.0 if numeric else max(5.0, 0.9 * len(summary) + 2.0), 4.0), layout="constrained")
+    n_x = summary[axes[0]].astype(str).nunique() if axes else len(summary)
+    fig = Figure(figsize=(6.0 if numeric else max(5.0, 1.1 * n_x + 2.0), 4.0), layout="constrained")
     ax = fig.add_subplot()
     if numeric:
         _draw_lines(ax, summary, valid, metric, numeric[0], [a for a in axes if a != numeric[0]], half, scale)

@@ -93,6 +93,18 @@ def _unit_row(run, study: str) -> dict:
             "artifact_uri": run.info.artifact_uri, "_start": run.info.start_time or 0}
 
 
+def _axis_series(values: list, index: pd.Index) -> pd.Series:
+    """Integers stay int64 and reals float64; anything else, or a missing value (YAML null, e.g.
+    ROI ``k: null`` = all patches), keeps an object column so 16 is not shown as 16.0."""
+    def real(v) -> bool:
+        return isinstance(v, (int, float)) and not isinstance(v, bool)
+
+    if all(real(v) for v in values):
+        dtype = np.int64 if all(isinstance(v, int) for v in values) else np.float64
+        return pd.Series(values, index=index, dtype=dtype)
+    return pd.Series(values, index=index, dtype=object)
+
+
 def _search_units(client, experiment_id: str) -> list:
     runs, token = [], None
     while True:
@@ -180,7 +192,7 @@ def load_study_runs(study: str, tracking_uri: str, *, cell_order: Sequence[str] 
     paths = list(dict.fromkeys(p for axes in frame["_axes"] for p in axes))
     names = axis_column_names(paths, reserved=(*ID_COLUMNS, *META_COLUMNS))
     for path in paths:
-        frame[names[path]] = [axes.get(path) for axes in frame["_axes"]]
+        frame[names[path]] = _axis_series([axes.get(path) for axes in frame["_axes"]], frame.index)
 
     axis_cols = [names[p] for p in paths]
     cells = order_cells(frame, axis_cols, cell_order)

@@ -73,14 +73,15 @@ def cell_summary(units: pd.DataFrame, metric: str, *, confidence: float = 0.95) 
     expected = len(units[["fold", "seed"]].drop_duplicates())
     done = finished(units)
     valid = finished(units, metric)
-    rows = []
-    for cell in cells_in_order(units):
-        first = units[units["cell"] == cell].iloc[0]
-        rows.append({"cell": cell, **{a: first[a] for a in axes},
-                     "finished": int((done["cell"] == cell).sum()), "expected": expected,
-                     **mean_ci(valid.loc[valid["cell"] == cell, metric], confidence)})
-    return pd.DataFrame(rows, columns=["cell", *axes, "finished", "expected", "n", "mean", "std",
-                                       "ci_low", "ci_high"])
+    cells = cells_in_order(units)
+    rows = [{"cell": cell, "finished": int((done["cell"] == cell).sum()), "expected": expected,
+             **mean_ci(valid.loc[valid["cell"] == cell, metric], confidence)} for cell in cells]
+    out = pd.DataFrame(rows, columns=["cell", "finished", "expected", "n", "mean", "std", "ci_low", "ci_high"])
+    # Axis values keep the frame's dtype (an object column with 16 and None must not become 16.0, NaN).
+    first = units.drop_duplicates("cell").set_index("cell")
+    for i, a in enumerate(axes):
+        out.insert(1 + i, a, pd.Series([first.at[c, a] for c in cells], dtype=units[a].dtype))
+    return out
 
 
 def holm(p_values: Sequence[float]) -> np.ndarray:

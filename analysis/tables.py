@@ -28,6 +28,13 @@ EFFICIENCY_COLUMNS = (("params/total", "params_m", "Params (M)", 1e-6, 2),
 CSV_FLOAT = "%.6f"
 
 
+def axis_text(value) -> str:
+    """An axis value as shown in tables and figures; a missing value is YAML's ``null``."""
+    if value is None or (isinstance(value, float) and math.isnan(value)):
+        return "null"
+    return str(value)
+
+
 def slug(metric: str) -> str:
     """``"test/uar"`` -> ``"test_uar"`` (a metric as part of a CSV column name)."""
     return metric.replace("/", "_")
@@ -118,7 +125,7 @@ def _display(table: pd.DataFrame, metrics: Sequence[str]) -> tuple[list[str], li
         best[metric] = (max if higher_is_better(metric) else min)(shown) if shown else None
     rows = []
     for _, row in table.iterrows():
-        cells = [{"text": str(row[c])} for c in label_cols]
+        cells = [{"text": axis_text(row[c])} for c in label_cols]
         if row["reference"]:
             cells[0]["text"] += " (ref)"
         cells.append({"text": f"{row['finished']}/{row['expected']}"})

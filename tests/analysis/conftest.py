@@ -11,7 +11,7 @@ from analysis_fixtures import FOLDS, RESUMED, SEEDS, STUDY, UNFINISHED, Store, l
 @pytest.fixture(scope="session")
 def mlflow_store(tmp_path_factory) -> Store:
     """Studies: ``modality`` (3 cells x 3 folds x 2 seeds, one unit RUNNING, one resumed after a
-    FAILED run), ``all-failed`` (no finished unit), ``bad-tags`` (fold tag not an integer) and
+    FAILED run), ``roi`` (k = 16, null, 4; one unit each), ``all-failed`` (no finished unit), ``bad-tags`` (fold tag not an integer) and
     ``bad-confusion`` (a confusion artifact with the wrong labels)."""
     from mlflow import MlflowClient
 
@@ -39,6 +39,12 @@ def mlflow_store(tmp_path_factory) -> Store:
                 store.run_ids[key] = log_unit(client, exp, parent.info.run_id, status=status,
                                                uar=unit_uar(cell, fold, seed), **common)
         client.set_terminated(parent.info.run_id, "FINISHED")
+
+    exp = client.create_experiment("roi", artifact_location=(root / "artifacts-roi").as_uri())
+    for k in (16, None, 4):
+        parent = client.create_run(exp, tags={"study": "roi", "cell": f"k={k}", "kind": "cell"}).info.run_id
+        log_unit(client, exp, parent, study="roi", cell=f"k={k}", axes={"model.visual.roi.k": k}, fold=0, seed=0,
+                 status="FINISHED", uar=0.5, start=start, tmp=tmp)
 
     for study, kwargs in (("all-failed", {"status": "FAILED"}),
                           ("bad-tags", {"status": "FINISHED", "fold_tag": "first"}),

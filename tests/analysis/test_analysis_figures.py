@@ -27,6 +27,7 @@ def test_axis_types():
     assert not is_numeric_axis(pd.Series([True, False]))
     assert not is_numeric_axis(pd.Series([16, 32, "all"], dtype=object))
     assert not is_numeric_axis(pd.Series([3, 3]))  # one value: nothing to draw a line over
+    assert not is_numeric_axis(pd.Series([16, 64, None], dtype=object))  # null k = all patches
 
 
 def test_numeric_axis_gives_one_line_per_other_axis_value(make_units):

@@ -59,6 +59,13 @@ def test_without_declared_order_cells_sort_by_axis_value(mlflow_store):
     assert units.attrs["cells"] == ["audio", "av", "visual"]
 
 
+def test_integer_axis_with_null_keeps_its_values(mlflow_store):
+    units = load_study_runs("roi", mlflow_store.uri)
+    # Sorted numerically, null last; 16 stays 16 (not 16.0) and null stays None (not NaN).
+    assert units["cell"].tolist() == ["k=4", "k=16", "k=None"]
+    assert units["k"].tolist() == [4, 16, None] and units["k"].dtype == object
+
+
 def test_two_loads_are_identical(units, mlflow_store):
     again = load_study_runs(STUDY, mlflow_store.uri, cell_order=list(DECLARED))
     pd.testing.assert_frame_equal(units, again)
