@@ -3,6 +3,7 @@
 import numpy as np
 import pandas as pd
 import pytest
+from matplotlib.collections import PathCollection
 
 from analysis.figures import confusion_figure, is_numeric_axis, metric_figure, recall_heatmap
 from analysis.files import save_figure
@@ -55,6 +56,22 @@ def test_categorical_axis_gives_points_with_unit_dots(make_units):
     assert means.get_ydata() == pytest.approx([100 * (b + 0.015) for b in (0.4, 0.5, 0.7)])
     dots = np.concatenate([c.get_offsets()[:, 1] for c in ax.collections if len(c.get_offsets()) == 4])
     assert len(dots) == 12 and 0.0 not in dots  # 4 finished units per cell; the FAILED one not drawn
+
+
+def test_two_categorical_axes_give_one_series_per_second_axis_value(make_units):
+    rows = [(f"seg={seg},head={head}", fold, 0, "FINISHED", {"test/uar": 0.5 + 0.1 * i + 0.02 * j + 0.01 * fold},
+             {"seg": seg, "head": head})
+            for i, seg in enumerate(("attention", "max")) for j, head in enumerate(("mean", "last", "attention"))
+            for fold in range(2)]
+    units = make_units(rows, axes={"seg": "model.pooling.segment", "head": "model.classifier.pooling"})
+    ax = metric_figure(units, "test/uar", reference="seg=max,head=last").axes[0]
+    assert [t.get_text() for t in ax.get_xticklabels()] == ["attention", "max"]
+    assert [t.get_text() for t in ax.get_legend().get_texts()] == [
+        "reference", "head=mean", "head=last", "head=attention"]
+    series = [line for line in ax.lines if line.get_marker() == "o"]
+    assert series[1].get_ydata() == pytest.approx([100 * (0.5 + 0.02 + 0.005), 100 * (0.6 + 0.02 + 0.005)])
+    ring = [c for c in ax.collections if isinstance(c, PathCollection) and c.get_sizes().tolist() == [160]]
+    assert len(ring) == 1 and ring[0].get_offsets()[0, 1] == pytest.approx(100 * 0.625)
 
 
 def test_confusion_and_recall_write_the_percentages():
