@@ -4,6 +4,9 @@
 holds, per clip id (``fer.data.ravdess`` convention: modality dropped), the ground truth a
 test needs: face box and BlazeFace keypoints in frame pixels, the actor's identity, the
 planted cues (``truth``) with the clip's jitter, and the timing of speech and expression.
+The head does not move within a clip, so box and keypoints hold for every frame; they are
+those of the face at rest (the expression moves brows, lids, lips and chin by at most a few
+tenths of the inter-ocular distance).
 """
 
 from __future__ import annotations
@@ -158,6 +161,7 @@ def generate(out: Path, *, actors: int = 24, clips_per_class: int | None = None,
         size: frame width and height, pixels (even).
         seed: dataset seed; the same seed gives the same frames and samples.
         workers: processes (default: 2, at most the CPU count); 1 renders in this process.
+            Workers are spawned, so a script calling this needs ``if __name__ == "__main__"``.
 
     Returns:
         The written clip paths, sorted.

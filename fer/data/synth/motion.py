@@ -180,7 +180,8 @@ def _mouth_interior(img: np.ndarray, frame: FaceFrame, gap: float) -> None:
     cv2.ellipse(mask, c, axes, angle, 0, 360, 1.0, -1, cv2.LINE_AA, shift)
     mask = cv2.GaussianBlur(mask, (0, 0), max(0.04 * frame.iod, 0.6))[..., None]
     patch = img[y0:y1, x0:x1].astype(np.float32)
-    img[y0:y1, x0:x1] = (patch + 0.85 * mask * (np.array(MOUTH_INTERIOR, np.float32) - patch)).astype(np.uint8)
+    dark = np.array(MOUTH_INTERIOR, np.float32)
+    img[y0:y1, x0:x1] = (patch + 0.85 * mask * (dark - patch)).astype(np.uint8)
 
 
 def _taper(shape: tuple[int, int], margin: float = 0.12) -> np.ndarray:
@@ -232,7 +233,8 @@ def render_frames(still: np.ndarray, box: np.ndarray, keypoints: np.ndarray, mot
     brighten = np.clip(noise, 0, 255).astype(np.uint8)  # cv2.add/subtract saturate: fast uint8 noise
     darken = np.clip(-noise, 0, 255).astype(np.uint8)
     for i in range(len(times)):
-        field = float(strength[i]) * expression + float(talk[i]) * jaw + float(blink[i]) * lids  # (2, h, w)
+        # (2, h, w) forward displacement of this frame
+        field = float(strength[i]) * expression + float(talk[i]) * jaw + float(blink[i]) * lids
         img = still.copy()
         # Backward mapping: the pixel at q shows the still at q - D(q) (D is small and smooth).
         img[y0:y1, x0:x1] = cv2.remap(still, gx - field[0], gy - field[1], cv2.INTER_LINEAR,

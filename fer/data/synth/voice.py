@@ -32,14 +32,15 @@ _BANDWIDTHS = np.array([70.0, 100.0, 130.0, 170.0])
 # How far each vowel opens the jaw (drives the talking mouth).
 OPENNESS = {"i": 0.35, "I": 0.5, "a": 1.0, "o": 0.8, "e": 0.6}
 
-# Consonant onsets: noise band centre (Hz), relative bandwidth, length (s), level, voiced.
+# Consonant onsets: noise band centre (Hz), relative bandwidth, length (s), RMS relative to
+# the vowels, voiced.
 CONSONANTS: dict[str, tuple[float, float, float, float, bool]] = {
-    "k": (2500, 0.6, 0.045, 0.45, False),
-    "t": (4500, 0.6, 0.040, 0.45, False),
-    "d": (3500, 0.8, 0.020, 0.25, True),
-    "b": (1200, 0.8, 0.015, 0.25, True),
-    "s": (6500, 0.5, 0.100, 0.22, False),
-    "dh": (5000, 0.8, 0.045, 0.12, True),
+    "k": (2500, 0.6, 0.045, 0.22, False),
+    "t": (4500, 0.6, 0.040, 0.22, False),
+    "d": (3500, 0.8, 0.020, 0.12, True),
+    "b": (1200, 0.8, 0.015, 0.12, True),
+    "s": (6500, 0.5, 0.100, 0.15, False),
+    "dh": (5000, 0.8, 0.045, 0.06, True),
 }
 
 
@@ -134,17 +135,20 @@ def pitch_contour(syllables: list[Syllable], t: np.ndarray, prosody: dict[str, f
     """
     onset, offset = syllables[0].start, syllables[-1].end
     span = max(offset - onset, 1e-3)
-    contour = prosody["pitch_st"] + prosody["range_st"] * (0.3 - 0.6 * np.clip((t - onset) / span, 0, 1))
+    level, spread = prosody["pitch_st"], prosody["range_st"]
+    contour = level + spread * (0.3 - 0.6 * np.clip((t - onset) / span, 0, 1))  # declination
     for syl in syllables:  # Gaussian accents, evaluated within 4 sigma
         sigma = 0.3 * (syl.end - syl.vowel_start)
         centre = syl.vowel_start + 1.33 * sigma
         i0, i1 = np.searchsorted(t, [centre - 4 * sigma, centre + 4 * sigma])
-        contour[i0:i1] += prosody["range_st"] * syl.spec.accent * np.exp(-0.5 * ((t[i0:i1] - centre) / sigma) ** 2)
+        bump = np.exp(-0.5 * ((t[i0:i1] - centre) / sigma) ** 2)
+        contour[i0:i1] += spread * syl.spec.accent * bump
     last = syllables[-1]
-    contour -= 0.5 * prosody["range_st"] * np.clip((t - last.vowel_start) / (last.end - last.vowel_start), 0, 1)
+    contour -= 0.5 * spread * np.clip((t - last.vowel_start) / (last.end - last.vowel_start), 0, 1)
     knots = rng.normal(0, 0.3, int(t[-1] / 0.25) + 3)  # slow wander, one knot per 250 ms
     contour += np.interp(t, np.arange(len(knots)) * 0.25, knots)
-    contour += prosody["tremor_st"] * np.sin(2 * np.pi * rng.uniform(5.0, 7.0) * t + rng.uniform(0, 2 * np.pi))
+    tremor_hz, tremor_phase = rng.uniform(5.0, 7.0), rng.uniform(0, 2 * np.pi)
+    contour += prosody["tremor_st"] * np.sin(2 * np.pi * tremor_hz * t + tremor_phase)
     return contour
 
 
@@ -240,7 +244,8 @@ def synthesize(syllables: list[Syllable], n_samples: int, *, f0: float, formant_
     phase = np.cumsum(f0 * 2.0 ** (semitones / 12) / SAMPLE_RATE)
     voicing = np.zeros(n_samples)
     for syl in syllables:
-        _raise_envelope(voicing, 0.8 + 0.4 * syl.spec.accent, syl.vowel_start, syl.end - 0.03, 0.02, 0.04)
+        loudness = 0.8 + 0.4 * syl.spec.accent
+        _raise_envelope(voicing, loudness, syl.vowel_start, syl.end - 0.03, 0.02, 0.04)
         if syl.spec.consonant and CONSONANTS[syl.spec.consonant][4]:  # voiced onset: a weak murmur
             _raise_envelope(voicing, 0.15, syl.start, syl.vowel_start, 0.01, 0.01)
     pulses = glottal_flow_derivative(phase, prosody["open_quotient"])
