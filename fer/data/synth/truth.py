@@ -79,7 +79,7 @@ VOICE_PROSODY: dict[str, dict[str, float]] = {
              "open_quotient": 0.64, "breath": 0.05, "tremor_st": 0.0},
     "sad": {"pitch_st": -4.0, "range_st": 0.8, "energy_db": -11.0, "rate": 0.85,
             "open_quotient": 0.70, "breath": 0.12, "tremor_st": 0.0},
-    "bright": {"pitch_st": 3.5, "range_st": 5.0, "energy_db": 3.5, "rate": 1.10,
+    "bright": {"pitch_st": 4.0, "range_st": 5.0, "energy_db": 5.0, "rate": 1.12,
                "open_quotient": 0.55, "breath": 0.03, "tremor_st": 0.0},
     "tense": {"pitch_st": 1.5, "range_st": 2.5, "energy_db": 9.0, "rate": 1.05,
               "open_quotient": 0.45, "breath": 0.02, "tremor_st": 0.0},
