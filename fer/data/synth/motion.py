@@ -53,6 +53,7 @@ ACTIONS: dict[str, list[tuple[float, ...]]] = {
     "lip_stretch": _pair(_CORNERS, 1.0, 0.3, 0.16),
 }
 MOUTH_INTERIOR = (40.0, 22.0, 24.0)  # RGB of the open mouth
+BLINK_CLOSURE, BLINK_SIGMA_S = 1.3, 0.05  # lids move 0.13 IOD for about 100 ms
 # Actions that open the mouth move only what lies below the lip line (face-frame y), so the
 # lips part instead of sliding down together; the gap gets the mouth interior.
 _BELOW_LIP_LINE = {"jaw_drop"}
@@ -111,8 +112,8 @@ class FaceMotion:
 
     def blinking(self, t: np.ndarray) -> np.ndarray:
         """Lid closure (amplitude units) at times ``t``."""
-        return sum((1.3 * np.exp(-0.5 * ((t - b) / 0.05) ** 2) for b in self.blinks),
-                   np.zeros_like(t))
+        return sum((BLINK_CLOSURE * np.exp(-0.5 * ((t - b) / BLINK_SIGMA_S) ** 2)
+                    for b in self.blinks), np.zeros_like(t))
 
 
 class FaceFrame:
@@ -157,8 +158,9 @@ def action_field(name: str, frame: FaceFrame, xs: np.ndarray, ys: np.ndarray) ->
         field[0] += step[0] * weight
         field[1] += step[1] * weight
     if name in _BELOW_LIP_LINE:
-        depth = ((xs - frame.origin[0]) * frame.v[0] + (ys - frame.origin[1]) * frame.v[1]) / frame.iod
-        cut = np.clip((depth - LIP_LINE[1]) / 0.05 + 0.5, 0.0, 1.0)  # 0 above, 1 below, 0.05 IOD ramp
+        depth = ((xs - frame.origin[0]) * frame.v[0] + (ys - frame.origin[1]) * frame.v[1])
+        # 0 above the lip line, 1 below, over a 0.05 IOD ramp
+        cut = np.clip((depth / frame.iod - LIP_LINE[1]) / 0.05 + 0.5, 0.0, 1.0)
         field *= cut * cut * (3 - 2 * cut)
     return field
 

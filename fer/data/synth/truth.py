@@ -35,6 +35,10 @@ expression's apex, in tenths of the inter-ocular distance (IOD); see
 syllables per second, open quotient of the glottal pulse (lower = pressed, brighter),
 breath = aspiration-noise fraction, tremor = pitch tremor depth in semitones.
 Strong intensity multiplies the deviation from neutral by ``STRONG_FACE`` / ``STRONG_VOICE``.
+
+On top of these, ``plan.py`` draws per-actor identity (pitch, loudness +-2 dB, expressivity
+x0.8-1.2) and per-clip jitter (sd: pitch 0.6 st, energy 1.5 dB, rate 4 %, range 15 %, each
+action amplitude 20 %; expression onset and apex timing), the same for every emotion.
 """
 
 from __future__ import annotations
