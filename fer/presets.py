@@ -22,6 +22,7 @@ TINY = {
     "data.size": 64, "data.frames": 8, "data.audio_seconds": 2.0,
     "model.segments": 4,  # 2 frames per segment, as rtx3050's 16 frames / 8 segments: pooling still pools
     "model.visual.roi.k": 16,
+    "train.precision": "no",  # bf16 autocast on CPU is slower than fp32 for a model this small
 }  # fmt: skip
 
 RTX3050 = {

@@ -58,7 +58,9 @@ def build_optimizer(groups: dict[str, list[nn.Parameter]], *, lr: float, lr_mult
     optim_groups = param_groups(groups, lr=lr, lr_mult=lr_mult, weight_decay=weight_decay)
     if not optim_groups:
         raise ValueError("the model has no trainable parameters (every part is frozen)")
-    return torch.optim.AdamW(optim_groups, lr=lr)
+    # foreach: one multi-tensor kernel per group instead of a loop over parameters (the default
+    # only on CUDA); small models on CPU spend a quarter of a step in the optimizer without it.
+    return torch.optim.AdamW(optim_groups, lr=lr, foreach=True)
 
 
 def warmup_cosine(step: int, *, total_steps: int, warmup_steps: int) -> float:
