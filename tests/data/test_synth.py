@@ -94,7 +94,9 @@ def test_streams_rates_sizes_and_durations(small):
         assert frames.shape == (round(seconds * fps), size, size, 3)
         # AAC decodes whole 1024-sample frames.
         assert 0 <= samples.shape[1] - seconds * 48_000 < 1024
-        assert np.array_equal(samples[0], samples[1])
+        # One voice on both channels; the AAC coder leaves them within -50 dB of each other.
+        residual = np.sqrt(((samples[0] - samples[1]) ** 2).mean() / (samples[0] ** 2).mean())
+        assert residual < 0.003
 
 
 def test_manifest_ground_truth(small):
