@@ -69,8 +69,11 @@ def synth(out, actors, clips_per_class, seconds, fps, size, seed) -> None:
     """Write a synthetic RAVDESS (video + voice with planted ground truth)."""
     from fer.data.synth import generate
 
-    files = generate(out, actors=actors, clips_per_class=clips_per_class, seconds=seconds,
-                     fps=fps, size=size, seed=seed)
+    try:
+        files = generate(out, actors=actors, clips_per_class=clips_per_class, seconds=seconds,
+                         fps=fps, size=size, seed=seed)
+    except ValueError as exc:
+        raise click.BadParameter(str(exc)) from None
     click.echo(f"wrote {len(files)} clips under {out}")
 
 

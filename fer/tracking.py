@@ -127,7 +127,12 @@ def log_unit_result(client, run_id: str, result, *, config=None) -> None:
 
             (out / "config.yaml").write_text(dump_yaml(config))
         (out / "predictions_val.csv").write_text(_csv(result.predictions_val, PREDICTION_COLUMNS))
-        (out / "predictions_test.csv").write_text(_csv(result.predictions_test, PREDICTION_COLUMNS))
-        (out / "confusion_test.csv").write_text(confusion_csv(result.confusion_test))
+        if result.confusion_test is not None:  # a search never evaluates the test actors
+            (out / "predictions_test.csv").write_text(_csv(result.predictions_test, PREDICTION_COLUMNS))
+            (out / "confusion_test.csv").write_text(confusion_csv(result.confusion_test))
         (out / "history.json").write_text(json.dumps(result.history, indent=1))
+        warnings = getattr(result, "warnings", [])
+        if warnings:
+            (out / "warnings.txt").write_text("\n".join(warnings) + "\n")
+            client.set_tag(run_id, "warnings", " | ".join(warnings)[:5000])
         client.log_artifacts(run_id, str(out))

@@ -67,7 +67,10 @@ def plan(name: str, ablations, opts: StudyOptions) -> tuple[list[Cell], list[Uni
         known = ", ".join(sorted(ablations.studies)) or "(none)"
         raise KeyError(f"unknown study {name!r}; declared studies: {known}")
     spec = ablations.studies[name]
-    cells = expand_cells(spec, ablations.defaults, preset=opts.preset, overrides=opts.overrides)
+    overrides = dict(opts.overrides)
+    if not opts.feature_cache:
+        overrides["train.feature_cache"] = False  # part of the config, so of the unit key too
+    cells = expand_cells(spec, ablations.defaults, preset=opts.preset, overrides=overrides)
     cfg0 = cells[0].config
     folds = resolve_folds(opts.folds if opts.folds is not None else spec.folds, cfg0.data.protocol)
     seeds = opts.seeds if opts.seeds is not None else spec.seeds

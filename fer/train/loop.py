@@ -55,7 +55,7 @@ class FitResult:
     history: list[dict[str, float]]  # one row per epoch: epoch, train/loss, val/loss, val/uar, ...
     best_epoch: int  # 1-based epoch of the best validation UAR (the first, on ties)
     best_val: Evaluation  # the validation split at the best epoch
-    test: Evaluation  # the test split under the best weights, evaluated once
+    test: Evaluation | None  # the test split under the best weights, evaluated once (None: no test loader)
     train_clips_per_s: float  # training clips per second over all processes, evaluation excluded
 
 
@@ -170,7 +170,7 @@ def fit(model: nn.Module, *, train_loader, val_loader, test_loader, cfg: TrainCo
             trainable parameters}. Trained in place; holds the best weights on return.
         train_loader: training batches (shuffled; its dataset's ``set_epoch`` is called).
         val_loader: the validation actors: early stopping and the best epoch.
-        test_loader: the test actors, iterated once, after training.
+        test_loader: the test actors, iterated once, after training; None in a search.
         cfg: the training settings (precision, accumulation, optimizer, schedule, loss, patience).
         epochs: the most epochs to train.
         class_weights: (8,) weights of the cross-entropy, or None.
@@ -186,8 +186,9 @@ def fit(model: nn.Module, *, train_loader, val_loader, test_loader, cfg: TrainCo
     accelerator = _accelerator(cfg.precision, cfg.grad_accum)
     optimizer = build_optimizer(model.param_groups(), lr=cfg.lr, lr_mult=cfg.lr_mult.as_dict(),
                                 weight_decay=cfg.weight_decay)
-    model, optimizer, train_loader, val_loader, test_loader = accelerator.prepare(
-        model, optimizer, train_loader, val_loader, test_loader)
+    model, optimizer, train_loader, val_loader = accelerator.prepare(model, optimizer, train_loader, val_loader)
+    if test_loader is not None:
+        test_loader = accelerator.prepare(test_loader)
     # The schedule spans every epoch allowed; early stopping ends it early, at a low rate.
     total_steps = epochs * math.ceil(len(train_loader) / cfg.grad_accum)
     scheduler = build_scheduler(optimizer, total_steps=total_steps, warmup=cfg.warmup)
@@ -222,7 +223,7 @@ def fit(model: nn.Module, *, train_loader, val_loader, test_loader, cfg: TrainCo
             if cfg.patience is not None and since_best >= cfg.patience:
                 break
         best.restore(bare)
-        test = evaluate(accelerator, model, test_loader, loss_fn)
+        test = None if test_loader is None else evaluate(accelerator, model, test_loader, loss_fn)
     finally:
         accelerator.free_memory()
     return FitResult(history=history, best_epoch=best_epoch, best_val=best_val, test=test,

@@ -59,8 +59,8 @@ class UnitResult:
     metrics: dict[str, float]
     history: list[dict[str, float]]  # per epoch: epoch, train/loss, val/loss, val/uar, val/war, val/f1
     predictions_val: list[dict]  # best epoch; columns fer.tracking.PREDICTION_COLUMNS
-    predictions_test: list[dict]
-    confusion_test: np.ndarray  # (8, 8) counts, rows = true, columns = predicted
+    predictions_test: list[dict]  # empty when the run did not evaluate the test actors (a search)
+    confusion_test: np.ndarray | None  # (8, 8) counts, rows = true, columns = predicted
     data_manifest: str  # hash of the clip ids used and their cache entry keys
     warnings: list[str] = field(default_factory=list)
 
@@ -195,8 +195,12 @@ def _warn(message: str, collected: list[str]) -> None:
 
 
 def prepare_fold(cfg: RunConfig, *, data_root: str | Path, cache_dir: str | Path, fold: int,
-                 prepare_workers: int, notes: list[str]) -> tuple[dict[str, list[Clip]], dict[str, Path]]:
+                 prepare_workers: int, notes: list[str],
+                 evaluate_test: bool = True) -> tuple[dict[str, list[Clip]], dict[str, Path]]:
     """Index the data, split it by the fold, prepare the missing clips (main process first).
+
+    With ``evaluate_test=False`` (a search) the test actors are not even prepared: their split
+    comes back empty, and a protocol without validation actors is refused.
 
     Returns:
         The prepared clips per split ("train", "val", "test"; "val" empty only under a protocol
@@ -211,6 +215,11 @@ def prepare_fold(cfg: RunConfig, *, data_root: str | Path, cache_dir: str | Path
     chosen, by_split = split_clips(index_clips(data_root, cfg.data.vocal_channel), cfg.data.protocol, fold)
     if protocol.warning:
         _warn(protocol.warning, notes)
+    if not evaluate_test:
+        if not by_split["val"]:
+            raise ValueError(f"fold {fold} of {cfg.data.protocol} has no validation actors: selecting "
+                             "without touching the test actors is impossible (use ravdess-6fold)")
+        by_split = {**by_split, "test": []}
     needed = [c for clips in by_split.values() for c in clips]
     with PartialState().main_process_first():
         entries = ensure_prepared(needed, cache_dir, PrepareSettings.from_data_config(cfg.data),
@@ -241,6 +250,9 @@ def make_loaders(cfg: RunConfig, splits: dict[str, list[Clip]], entries: dict[st
     for name in ("train", "val", "test"):
         train = name == "train"
         clips = splits[name] or splits["test"]  # empty val: selection on test (prepare_fold warned)
+        if not clips:  # no test split: a search, which never evaluates the test actors
+            loaders[name] = None
+            continue
         dataset = PreparedClipDataset([entries[c.clip_id] for c in clips], cfg.data,
                                       train=train, seed=seed, load_frames=cfg.model.uses_visual,
                                       load_audio=cfg.model.uses_audio, features=features)
@@ -252,7 +264,7 @@ def make_loaders(cfg: RunConfig, splits: dict[str, list[Clip]], entries: dict[st
 
 def run_unit(cfg: RunConfig, *, data_root: str | Path, cache_dir: str | Path, fold: int, seed: int,
              callback: EpochCallback | None = None, max_epochs: int | None = None,
-             prepare_workers: int = 1) -> UnitResult:
+             prepare_workers: int = 1, evaluate_test: bool = True) -> UnitResult:
     """Train and evaluate one (config, fold, seed) unit.
 
     Args:
@@ -265,6 +277,8 @@ def run_unit(cfg: RunConfig, *, data_root: str | Path, cache_dir: str | Path, fo
         callback: gets ``on_epoch_end(epoch, metrics)`` after every epoch (e.g. an MLflow logger).
         max_epochs: caps ``cfg.train.epochs`` (the schedule is laid out over the capped count).
         prepare_workers: processes for preparing missing clips.
+        evaluate_test: False in a search: the test actors are neither prepared nor evaluated, and
+            the result has no test metrics (selection uses validation actors only).
 
     Returns:
         Final metrics, per-epoch history, validation and test predictions, test confusion.
@@ -281,7 +295,8 @@ def run_unit(cfg: RunConfig, *, data_root: str | Path, cache_dir: str | Path, fo
 
     notes: list[str] = []
     splits, entries = prepare_fold(cfg, data_root=data_root, cache_dir=cache_dir, fold=fold,
-                                   prepare_workers=prepare_workers, notes=notes)
+                                   prepare_workers=prepare_workers, notes=notes,
+                                   evaluate_test=evaluate_test)
     used = {c.clip_id: entries[c.clip_id] for clips in splits.values() for c in clips}
     t, device = cfg.train, PartialState().device
     weights = inverse_frequency_weights([c.emotion for c in splits["train"]]) if t.class_weights else None
@@ -311,7 +326,8 @@ def run_unit(cfg: RunConfig, *, data_root: str | Path, cache_dir: str | Path, fo
             torch.cuda.empty_cache()
 
     test, val = result.test, result.best_val
-    metrics = {f"test/{k}": float(v) for k, v in test.metrics.items() if k != "confusion"}
+    metrics = {} if test is None else {
+        f"test/{k}": float(v) for k, v in test.metrics.items() if k != "confusion"}
     metrics.update({f"val/{k}_best": float(val.metrics[k]) for k in ("war", "uar", "f1")})
     metrics.update({
         "val/loss_best": val.loss,
@@ -324,6 +340,8 @@ def run_unit(cfg: RunConfig, *, data_root: str | Path, cache_dir: str | Path, fo
         "peak_mem_mb": memory.mb,
     })
     return UnitResult(metrics=metrics, history=result.history,
-                      predictions_val=prediction_rows(val), predictions_test=prediction_rows(test),
-                      confusion_test=test.metrics["confusion"], data_manifest=manifest_hash(used),
+                      predictions_val=prediction_rows(val),
+                      predictions_test=[] if test is None else prediction_rows(test),
+                      confusion_test=None if test is None else test.metrics["confusion"],
+                      data_manifest=manifest_hash(used),
                       warnings=notes)

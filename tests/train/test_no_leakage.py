@@ -56,3 +56,39 @@ def test_selection_used_validation_predictions_only(recorded_run):
     uar = balanced_accuracy_score([r["label"] for r in val_rows], [r["pred"] for r in val_rows])
     assert best["val/uar"] == pytest.approx(uar)
     assert result.metrics["val/uar_best"] == pytest.approx(uar)
+
+
+def test_a_search_run_never_prepares_or_reads_the_test_actors(synth_data, prepared_cache, unit_cfg,
+                                                               monkeypatch):
+    import fer.train.run as run
+
+    touched: list[int] = []
+    real_ensure = run.ensure_prepared
+
+    def spy_ensure(clips, *args, **kwargs):
+        touched.extend(c.actor for c in clips)
+        return real_ensure(clips, *args, **kwargs)
+
+    class SpyDataset(run.PreparedClipDataset):
+        def __getitem__(self, index):
+            item = super().__getitem__(index)
+            touched.append(actor_of(item["clip_id"]))
+            return item
+
+    monkeypatch.setattr(run, "ensure_prepared", spy_ensure)
+    monkeypatch.setattr(run, "PreparedClipDataset", SpyDataset)
+    result = run.run_unit(unit_cfg, data_root=synth_data, cache_dir=prepared_cache, fold=0, seed=0,
+                          max_epochs=1, evaluate_test=False)
+    assert touched and not set(touched) & set(FOLD.test)
+    assert not any(k.startswith("test/") for k in result.metrics)
+    assert result.predictions_test == [] and result.confusion_test is None
+    assert result.metrics["val/uar_best"] >= 0
+
+
+def test_a_search_refuses_a_protocol_without_validation_actors(synth_data, prepared_cache, unit_cfg):
+    import fer.train.run as run
+
+    cfg = unit_cfg.model_copy(update={"data": unit_cfg.data.model_copy(update={"protocol": "hicmae-6fold"})})
+    with pytest.raises(ValueError, match="no validation actors"):
+        run.run_unit(cfg, data_root=synth_data, cache_dir=prepared_cache, fold=0, seed=0, max_epochs=1,
+                     evaluate_test=False)
