@@ -368,32 +368,42 @@ def paper(ctx, out_dir, tracking_uri) -> None:
 @cli.command()
 @click.option("--out", type=click.Path(path_type=Path, file_okay=False), default=Path("demo"), show_default=True)
 @click.option("--clips-per-class", type=click.IntRange(1, 8), default=2, show_default=True)
-@click.option("--max-epochs", type=click.IntRange(1), default=None, help="Default: the tiny preset's.")
-@click.option("--workers", type=click.IntRange(1, 64), default=min(os.cpu_count() or 1, 8))
+@click.option("--max-epochs", type=click.IntRange(1), default=12, show_default=True)
+@click.option("--study-workers", type=click.IntRange(1, 16), default=2, show_default=True,
+              help="Worker processes sharing the study (one CPU thread each).")
 @click.pass_context
-def demo(ctx, out, clips_per_class, max_epochs, workers) -> None:
-    """The main job end to end on the synthetic dataset: synth, prepare, folds, study modality, report."""
+def demo(ctx, out, clips_per_class, max_epochs, study_workers) -> None:
+    """The main job end to end on synthetic data: synth, prepare, folds, study modality, report."""
+    import subprocess
+
     from fer.config import resolve_config
 
-    data = out / "ravdess"
-    cache = out / "cache"
+    data, cache = out / "ravdess", out / "cache"
     tracking = f"sqlite:///{(out / 'mlflow.db').resolve()}"
     storage = str(out / "ledger.journal")
     tiny = resolve_config("tiny").data
-    if not data.exists():
+    if not (data / "synth-manifest.json").exists():
         ctx.invoke(synth, out=data, actors=24, clips_per_class=clips_per_class, seconds=tiny.audio_seconds,
-                   fps=15, size=160, seed=0)
-    ctx.invoke(prepare, data_root=data, cache_dir=cache, workers=workers, frames=tiny.frames, size=tiny.size,
-               audio_seconds=tiny.audio_seconds, vocal_channel="speech", face_model=None, strict=False)
+                   fps=15, size=128, seed=0)
+    ctx.invoke(prepare, data_root=data, cache_dir=cache, workers=os.cpu_count() or 1, frames=tiny.frames,
+               size=tiny.size, audio_seconds=tiny.audio_seconds, vocal_channel="speech", face_model=None,
+               strict=False)
     ctx.invoke(folds, data_root=data, protocol=tiny.protocol, vocal_channel="speech", as_json=False)
-    ctx.invoke(study, name="modality", data_root=data, cache_dir=cache, folds_text=None, seeds_text=None,
-               preset="tiny", assignments=(), max_epochs=max_epochs, storage=storage,
-               tracking_uri=tracking, retries=1, no_feature_cache=False, dry_run=False)
+    # Several workers share the study through its ledger, each claiming the next unit.
+    worker = [sys.executable, str(Path(__file__).resolve()), "--ablations", str(ctx.obj["ablations"]),
+              "study", "modality", "--data-root", str(data), "--cache", str(cache), "--preset", "tiny",
+              "--max-epochs", str(max_epochs), "--storage", storage, "--tracking-uri", tracking]
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "MKL_NUM_THREADS": "1"}
+    procs = [subprocess.Popen(worker, env=env) for _ in range(study_workers)]
+    if any(p.wait() != 0 for p in procs):
+        click.echo("error: a study worker failed (see above); run `make demo` again to resume", err=True)
+        sys.exit(1)
     ctx.invoke(report, name="modality", out_dir=out / "reports" / "modality", tracking_uri=tracking,
                storage=storage, metric="test/uar",
                note="Synthetic data (python runner.py synth): planted ground truth, not RAVDESS results.")
-    click.echo(f"\ndemo finished: data {data}, cache {cache}, MLflow {tracking} "
-               f"(python runner.py ui --tracking-uri {tracking}), report {out / 'reports' / 'modality'}")
+    click.echo(f"\ndemo finished. data: {data}  cache: {cache}\n"
+               f"MLflow: python runner.py ui --tracking-uri {tracking}\n"
+               f"report: {out / 'reports' / 'modality' / 'README.md'}")
 
 
 if __name__ == "__main__":
