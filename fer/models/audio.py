@@ -17,11 +17,10 @@ from contextlib import contextmanager
 from typing import TYPE_CHECKING
 
 import torch
-from pydantic import BaseModel, ConfigDict, Field, ValidationInfo, field_validator
 from torch import nn
 
+from fer.models.config import AudioConfig
 from fer.models.melspec import LogMelSpectrogram, valid_mel_frames
-from fer.models.pooling import SEGMENT_POOLING
 from fer.models.registry import Registry
 
 if TYPE_CHECKING:
@@ -69,43 +68,6 @@ def encoder_config(name: str, *, layers: int | None = None) -> ParakeetEncoderCo
     fields = dict(AUDIO_ENCODERS.get(name))
     fields["num_hidden_layers"] = layers or fields["num_hidden_layers"]
     return ParakeetEncoderConfig(**fields)
-
-
-class AudioConfig(BaseModel):
-    """Audio branch: which FastConformer, its weights, how much of it, and segment pooling."""
-
-    model_config = ConfigDict(extra="forbid")
-
-    encoder: str = "tiny"  # AUDIO_ENCODERS preset: the architecture
-    pretrained: str | None = None  # hub id or local directory; None = random initialisation
-    layers: int | None = Field(default=None, ge=1)  # keep the first N conformer layers; None = all
-    freeze: bool = True  # encoder weights fixed and kept in eval mode
-    pooling: str = "attention"  # SEGMENT_POOLING strategy
-
-    @field_validator("encoder")
-    @classmethod
-    def _known_encoder(cls, name: str) -> str:
-        if name not in AUDIO_ENCODERS:
-            raise ValueError(f"unknown audio encoder {name!r}; known: {', '.join(AUDIO_ENCODERS.names())}")
-        return name
-
-    @field_validator("pooling")
-    @classmethod
-    def _known_pooling(cls, name: str) -> str:
-        if name not in SEGMENT_POOLING:
-            raise ValueError(f"unknown segment pooling {name!r}; known: {', '.join(SEGMENT_POOLING.names())}")
-        return name
-
-    @field_validator("layers")
-    @classmethod
-    def _layers_fit(cls, layers: int | None, info: ValidationInfo) -> int | None:
-        encoder = info.data.get("encoder")  # absent when the encoder name itself was invalid
-        if layers is None or encoder is None:
-            return layers
-        total = AUDIO_ENCODERS.get(encoder)["num_hidden_layers"]
-        if layers > total:
-            raise ValueError(f"{layers} layers requested but encoder {encoder!r} has {total}")
-        return layers
 
 
 # Fields a pretrained checkpoint must share with the named preset, so a run's logged

@@ -11,12 +11,11 @@ final Linear to the emotion classes.
 
 from __future__ import annotations
 
-from typing import Literal
 
 import torch
-from pydantic import BaseModel, ConfigDict, Field, field_validator
 from torch import nn
 
+from fer.models.config import ClassifierConfig
 from fer.labels import EMOTIONS
 from fer.models.registry import Registry
 
@@ -24,32 +23,6 @@ TEMPORAL_POOLING: Registry[type[nn.Module]] = Registry("temporal pooling")
 
 ACTIVATIONS = {"gelu": nn.GELU, "relu": nn.ReLU, "silu": nn.SiLU}
 NORMS = {"layer": nn.LayerNorm, "batch": nn.BatchNorm1d}
-
-
-class ClassifierConfig(BaseModel):
-    """Pooling over the fused sequence and the MLP to the emotion logits."""
-
-    model_config = ConfigDict(extra="forbid")
-
-    pooling: str = "attention"  # TEMPORAL_POOLING: mean | max | attention | last
-    hidden: list[int] = [512, 256]
-    norm: Literal["layer", "batch"] = "layer"
-    activation: Literal["gelu", "relu", "silu"] = "gelu"
-    dropout: float = Field(0.1, ge=0.0, lt=1.0)
-
-    @field_validator("pooling")
-    @classmethod
-    def _known_pooling(cls, value: str) -> str:
-        if value not in TEMPORAL_POOLING:
-            raise ValueError(f"unknown temporal pooling {value!r}; known: {', '.join(TEMPORAL_POOLING.names())}")
-        return value
-
-    @field_validator("hidden")
-    @classmethod
-    def _positive(cls, value: list[int]) -> list[int]:
-        if any(h < 1 for h in value):
-            raise ValueError(f"hidden sizes must be >= 1, got {value}")
-        return value
 
 
 @TEMPORAL_POOLING.register("mean")

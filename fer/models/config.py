@@ -1,20 +1,190 @@
-"""Model configuration: which modalities, how many segments, and each part's own config.
+"""Model configuration: which modalities, how many segments, and every part's own settings.
 
-Each part's config lives next to the code it configures (``AudioConfig`` in ``audio.py``,
-``VisualConfig`` with its ``roi`` and ``temporal`` in ``visual.py``, ``FusionConfig`` in
-``fusion.py``, ``ClassifierConfig`` in ``classifier.py``); this class only composes them.
+Kept free of torch, timm and transformers so that validating a config (``ablations.yaml``,
+``study --dry-run``) starts in well under a second. The names a part may take are declared here
+and must equal its registry in the part's module (``tests/models/test_config.py`` checks), so an
+unknown name is an error at load time, with the known names listed.
 """
 
 from __future__ import annotations
 
 from typing import Literal
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, ValidationInfo, field_validator, model_validator
 
-from fer.models.audio import AudioConfig
-from fer.models.classifier import ClassifierConfig
-from fer.models.fusion import FusionConfig
-from fer.models.visual import VisualConfig
+# Registry names, one tuple per registry (fer.models.<part>.<REGISTRY>.names()).
+SEGMENT_POOLINGS = ("attention", "avg", "learnable", "max")  # pooling.SEGMENT_POOLING
+AUDIO_ENCODER_LAYERS = {"tiny": 2, "fastconformer-large": 17, "parakeet-0.6b": 24}  # audio.AUDIO_ENCODERS
+VISUAL_BACKENDS = ("timm", "transformers")  # visual.VISUAL_BACKENDS
+VISUAL_ENCODERS = ("siglip2-b16", "tiny")  # visual.VISUAL_ENCODERS
+ROI_SELECTIONS = ("grid", "learned", "prior", "prior+learned", "random")  # roi.ROI_SELECTION
+FUSION_FREEZES = ("frozen", "lora", "unfrozen")  # fusion.FUSION_FREEZE
+TEMPORAL_POOLINGS = ("attention", "last", "max", "mean")  # classifier.TEMPORAL_POOLING
+
+
+def one_of(kind: str, name: str, names) -> str:
+    """``name`` if it is one of ``names``; else an error listing the known names."""
+    if name not in names:
+        raise ValueError(f"unknown {kind} {name!r}; known: {', '.join(sorted(names))}")
+    return name
+
+
+class AudioConfig(BaseModel):
+    """Audio branch: which FastConformer, its weights, how much of it, and segment pooling."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    encoder: str = "tiny"  # AUDIO_ENCODERS preset: the architecture
+    pretrained: str | None = None  # hub id or local directory; None = random initialisation
+    layers: int | None = Field(default=None, ge=1)  # keep the first N conformer layers; None = all
+    freeze: bool = True  # encoder weights fixed and kept in eval mode
+    pooling: str = "attention"  # SEGMENT_POOLING strategy
+
+    @field_validator("encoder")
+    @classmethod
+    def _known_encoder(cls, name: str) -> str:
+        return one_of("audio encoder", name, AUDIO_ENCODER_LAYERS)
+
+    @field_validator("pooling")
+    @classmethod
+    def _known_pooling(cls, name: str) -> str:
+        return one_of("segment pooling", name, SEGMENT_POOLINGS)
+
+    @field_validator("layers")
+    @classmethod
+    def _layers_fit(cls, layers: int | None, info: ValidationInfo) -> int | None:
+        encoder = info.data.get("encoder")  # absent when the encoder name itself was invalid
+        if layers is None or encoder is None:
+            return layers
+        total = AUDIO_ENCODER_LAYERS[encoder]
+        if layers > total:
+            raise ValueError(f"{layers} layers requested but encoder {encoder!r} has {total}")
+        return layers
+
+
+class RoiConfig(BaseModel):
+    """ROI compression: how many patches survive, how they are chosen, and the global tokens."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    k: int | None = Field(default=64, ge=1)  # patches kept per frame; None = all N (no compression)
+    global_tokens: int = Field(default=4, ge=0)  # g learned queries over all patches
+    selection: str = "prior+learned"  # ROI_SELECTION mode
+    beta: float = Field(default=4.0, ge=0.0)  # weight of the keypoint prior in the importance
+    sigma: float = Field(default=0.1, gt=0.0)  # prior Gaussian std, fraction of the crop side
+    tau: float = Field(default=1.0, gt=0.0)  # temperature of the relaxed top-k mask
+    heads: int = Field(default=4, ge=1)  # attention heads of the global tokens
+
+    @field_validator("selection")
+    @classmethod
+    def _known_selection(cls, name: str) -> str:
+        return one_of("ROI selection", name, ROI_SELECTIONS)
+
+
+class TemporalConfig(BaseModel):
+    """Temporal encoder: width, depth, conv/attention mix, and segment pooling."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    dim: int | None = Field(default=None, ge=1)  # Dt; None = the encoder width Dv (no projection)
+    layers: int = Field(default=4, ge=0)
+    conv_share: float = Field(default=0.7, ge=0.0, le=1.0)  # round(conv_share * layers) conv blocks
+    heads: int = Field(default=4, ge=1)  # attention heads (must divide Dt)
+    kernel: int = Field(default=3, ge=1)  # short convolution length in frames
+    causal: bool = False  # causal convolution instead of centred (centred needs an odd kernel)
+    mlp_ratio: float = Field(default=2.0, gt=0.0)  # MLP hidden width / Dt
+    dropout: float = Field(default=0.1, ge=0.0, lt=1.0)
+    pooling: str = "attention"  # SEGMENT_POOLING strategy
+
+    @field_validator("pooling")
+    @classmethod
+    def _known_pooling(cls, name: str) -> str:
+        return one_of("segment pooling", name, SEGMENT_POOLINGS)
+
+    @model_validator(mode="after")
+    def _centred_kernel_is_odd(self) -> TemporalConfig:
+        if not self.causal and self.kernel % 2 == 0:
+            raise ValueError(f"kernel {self.kernel}: a centred convolution needs an odd kernel (or causal: true)")
+        return self
+
+
+class VisualConfig(BaseModel):
+    """Visual branch: which ViT and library, its weights, then ROI compression and temporal encoder."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    backend: str = "timm"  # VISUAL_BACKENDS: timm | transformers
+    encoder: str = "tiny"  # VISUAL_ENCODERS architecture: tiny | siglip2-b16
+    pretrained: str | None = None  # hub id or local directory; None = random initialisation
+    freeze: bool = True  # encoder weights fixed and kept in eval mode
+    roi: RoiConfig = RoiConfig()
+    temporal: TemporalConfig = TemporalConfig()
+
+    @field_validator("backend")
+    @classmethod
+    def _known_backend(cls, name: str) -> str:
+        return one_of("visual backend", name, VISUAL_BACKENDS)
+
+    @field_validator("encoder")
+    @classmethod
+    def _known_encoder(cls, name: str) -> str:
+        return one_of("visual encoder", name, VISUAL_ENCODERS)
+
+
+class FusionConfig(BaseModel):
+    """LFM2 fusion of the two branches' segment tokens."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    layers: int = Field(2, ge=0)  # LFM2 decoder layers kept (the first N); 0 = no fusion layers
+    pretrained: str | None = None  # architecture (and weights): hub id or local dir; None = widths below
+    init: Literal["pretrained", "random"] = "random"  # load the checkpoint's weights or not
+    width: int = Field(64, ge=1)  # the random-init architecture, used only when pretrained is null
+    heads: int = Field(4, ge=1)
+    kv_heads: int = Field(2, ge=1)
+    ffn_dim: int = Field(256, ge=1)  # LFM2 block_ff_dim (Lfm2 shrinks it to 2/3, multiple of 256)
+    freeze: str = "unfrozen"  # FUSION_FREEZE: frozen | unfrozen | lora
+    lora_rank: int = Field(16, ge=1)
+    order: Literal["interleave", "concat"] = "interleave"
+    out_dim: int = Field(512, ge=1)
+    grad_checkpointing: bool = False  # recompute LFM2 layers in backward; only a training (not frozen) backbone
+
+    @field_validator("freeze")
+    @classmethod
+    def _known_freeze(cls, value: str) -> str:
+        return one_of("freeze mode", value, FUSION_FREEZES)
+
+    @model_validator(mode="after")
+    def _consistent(self) -> FusionConfig:
+        if self.init == "pretrained" and self.pretrained is None:
+            raise ValueError("init 'pretrained' needs pretrained (a hub id or local dir); use init 'random'")
+        if self.pretrained is None and (self.width % self.heads or self.heads % self.kv_heads):
+            raise ValueError(f"width {self.width} must divide by heads {self.heads}, heads by kv_heads {self.kv_heads}")
+        return self
+
+
+class ClassifierConfig(BaseModel):
+    """Pooling over the fused sequence and the MLP to the emotion logits."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    pooling: str = "attention"  # TEMPORAL_POOLING: mean | max | attention | last
+    hidden: list[int] = [512, 256]
+    norm: Literal["layer", "batch"] = "layer"
+    activation: Literal["gelu", "relu", "silu"] = "gelu"
+    dropout: float = Field(0.1, ge=0.0, lt=1.0)
+
+    @field_validator("pooling")
+    @classmethod
+    def _known_pooling(cls, value: str) -> str:
+        return one_of("temporal pooling", value, TEMPORAL_POOLINGS)
+
+    @field_validator("hidden")
+    @classmethod
+    def _positive(cls, value: list[int]) -> list[int]:
+        if any(h < 1 for h in value):
+            raise ValueError(f"hidden sizes must be >= 1, got {value}")
+        return value
 
 
 class ModelConfig(BaseModel):

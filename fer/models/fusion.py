@@ -22,13 +22,12 @@ whether the checkpoint's weights are loaded.
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Literal
 
 import torch
-from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 from torch import nn
 from transformers import Lfm2Config, Lfm2Model
 
+from fer.models.config import FusionConfig
 from fer.models.registry import Registry
 
 # LFM2's hybrid order: 10 short-conv and 6 grouped-query attention layers (both published sizes).
@@ -53,40 +52,6 @@ PUBLISHED_LFM2: dict[str, dict] = {
 LORA_TARGETS = ["q_proj", "k_proj", "v_proj", "out_proj", "in_proj"]
 
 FUSION_FREEZE = Registry("fusion freeze mode")
-
-
-class FusionConfig(BaseModel):
-    """LFM2 fusion of the two branches' segment tokens."""
-
-    model_config = ConfigDict(extra="forbid")
-
-    layers: int = Field(2, ge=0)  # LFM2 decoder layers kept (the first N); 0 = no fusion layers
-    pretrained: str | None = None  # architecture (and weights): hub id or local dir; None = widths below
-    init: Literal["pretrained", "random"] = "random"  # load the checkpoint's weights or not
-    width: int = Field(64, ge=1)  # the random-init architecture, used only when pretrained is null
-    heads: int = Field(4, ge=1)
-    kv_heads: int = Field(2, ge=1)
-    ffn_dim: int = Field(256, ge=1)  # LFM2 block_ff_dim (Lfm2 shrinks it to 2/3, multiple of 256)
-    freeze: str = "unfrozen"  # FUSION_FREEZE: frozen | unfrozen | lora
-    lora_rank: int = Field(16, ge=1)
-    order: Literal["interleave", "concat"] = "interleave"
-    out_dim: int = Field(512, ge=1)
-    grad_checkpointing: bool = False  # recompute LFM2 layers in backward; only a training (not frozen) backbone
-
-    @field_validator("freeze")
-    @classmethod
-    def _known_freeze(cls, value: str) -> str:
-        if value not in FUSION_FREEZE:
-            raise ValueError(f"unknown freeze mode {value!r}; known: {', '.join(FUSION_FREEZE.names())}")
-        return value
-
-    @model_validator(mode="after")
-    def _consistent(self) -> FusionConfig:
-        if self.init == "pretrained" and self.pretrained is None:
-            raise ValueError("init 'pretrained' needs pretrained (a hub id or local dir); use init 'random'")
-        if self.pretrained is None and (self.width % self.heads or self.heads % self.kv_heads):
-            raise ValueError(f"width {self.width} must divide by heads {self.heads}, heads by kv_heads {self.kv_heads}")
-        return self
 
 
 def lfm2_architecture(pretrained: str | None, *, width: int, heads: int, kv_heads: int, ffn_dim: int) -> Lfm2Config:

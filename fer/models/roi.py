@@ -27,9 +27,9 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 import torch
-from pydantic import BaseModel, ConfigDict, Field, field_validator
 from torch import nn
 
+from fer.models.config import RoiConfig
 from fer.models.registry import Registry
 
 ROI_SELECTION: Registry = Registry("ROI selection")
@@ -53,27 +53,6 @@ ROI_SELECTION.register("learned")(Selection(learned=True))
 ROI_SELECTION.register("prior")(Selection(prior=True))
 ROI_SELECTION.register("random")(Selection(rule="random"))
 ROI_SELECTION.register("grid")(Selection(rule="grid"))
-
-
-class RoiConfig(BaseModel):
-    """ROI compression: how many patches survive, how they are chosen, and the global tokens."""
-
-    model_config = ConfigDict(extra="forbid")
-
-    k: int | None = Field(default=64, ge=1)  # patches kept per frame; None = all N (no compression)
-    global_tokens: int = Field(default=4, ge=0)  # g learned queries over all patches
-    selection: str = "prior+learned"  # ROI_SELECTION mode
-    beta: float = Field(default=4.0, ge=0.0)  # weight of the keypoint prior in the importance
-    sigma: float = Field(default=0.1, gt=0.0)  # prior Gaussian std, fraction of the crop side
-    tau: float = Field(default=1.0, gt=0.0)  # temperature of the relaxed top-k mask
-    heads: int = Field(default=4, ge=1)  # attention heads of the global tokens
-
-    @field_validator("selection")
-    @classmethod
-    def _known_selection(cls, name: str) -> str:
-        if name not in ROI_SELECTION:
-            raise ValueError(f"unknown ROI selection {name!r}; known: {', '.join(ROI_SELECTION.names())}")
-        return name
 
 
 def patch_centres(grid: tuple[int, int]) -> torch.Tensor:

@@ -17,40 +17,11 @@
 from __future__ import annotations
 
 import torch
-from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 from torch import nn
 from torch.nn import functional as F
 
-from fer.models.pooling import SEGMENT_POOLING, build_segment_pooling, temporal_encoding
-
-
-class TemporalConfig(BaseModel):
-    """Temporal encoder: width, depth, conv/attention mix, and segment pooling."""
-
-    model_config = ConfigDict(extra="forbid")
-
-    dim: int | None = Field(default=None, ge=1)  # Dt; None = the encoder width Dv (no projection)
-    layers: int = Field(default=4, ge=0)
-    conv_share: float = Field(default=0.7, ge=0.0, le=1.0)  # round(conv_share * layers) conv blocks
-    heads: int = Field(default=4, ge=1)  # attention heads (must divide Dt)
-    kernel: int = Field(default=3, ge=1)  # short convolution length in frames
-    causal: bool = False  # causal convolution instead of centred (centred needs an odd kernel)
-    mlp_ratio: float = Field(default=2.0, gt=0.0)  # MLP hidden width / Dt
-    dropout: float = Field(default=0.1, ge=0.0, lt=1.0)
-    pooling: str = "attention"  # SEGMENT_POOLING strategy
-
-    @field_validator("pooling")
-    @classmethod
-    def _known_pooling(cls, name: str) -> str:
-        if name not in SEGMENT_POOLING:
-            raise ValueError(f"unknown segment pooling {name!r}; known: {', '.join(SEGMENT_POOLING.names())}")
-        return name
-
-    @model_validator(mode="after")
-    def _centred_kernel_is_odd(self) -> TemporalConfig:
-        if not self.causal and self.kernel % 2 == 0:
-            raise ValueError(f"kernel {self.kernel}: a centred convolution needs an odd kernel (or causal: true)")
-        return self
+from fer.models.config import TemporalConfig
+from fer.models.pooling import build_segment_pooling, temporal_encoding
 
 
 def block_kinds(layers: int, conv_share: float) -> list[str]:

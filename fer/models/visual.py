@@ -25,12 +25,10 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import torch
-from pydantic import BaseModel, ConfigDict, field_validator
 from torch import nn
 
+from fer.models.config import VisualConfig
 from fer.models.registry import Registry
-from fer.models.roi import RoiConfig
-from fer.models.temporal import TemporalConfig
 
 VISUAL_ENCODERS: Registry = Registry("visual encoder")
 VISUAL_BACKENDS: Registry[type[nn.Module]] = Registry("visual backend")
@@ -60,33 +58,6 @@ def tiny() -> VitArch:
 def siglip2_b16() -> VitArch:
     """SigLIP2 ViT-B/16 at 224 px: 14x14 = 196 patches of width 768, 12 blocks."""
     return VitArch(width=768, depth=12, heads=12, mlp=3072, patch=16, image_size=224)
-
-
-class VisualConfig(BaseModel):
-    """Visual branch: which ViT and library, its weights, then ROI compression and temporal encoder."""
-
-    model_config = ConfigDict(extra="forbid")
-
-    backend: str = "timm"  # VISUAL_BACKENDS: timm | transformers
-    encoder: str = "tiny"  # VISUAL_ENCODERS architecture: tiny | siglip2-b16
-    pretrained: str | None = None  # hub id or local directory; None = random initialisation
-    freeze: bool = True  # encoder weights fixed and kept in eval mode
-    roi: RoiConfig = RoiConfig()
-    temporal: TemporalConfig = TemporalConfig()
-
-    @field_validator("backend")
-    @classmethod
-    def _known_backend(cls, name: str) -> str:
-        if name not in VISUAL_BACKENDS:
-            raise ValueError(f"unknown visual backend {name!r}; known: {', '.join(VISUAL_BACKENDS.names())}")
-        return name
-
-    @field_validator("encoder")
-    @classmethod
-    def _known_encoder(cls, name: str) -> str:
-        if name not in VISUAL_ENCODERS:
-            raise ValueError(f"unknown visual encoder {name!r}; known: {', '.join(VISUAL_ENCODERS.names())}")
-        return name
 
 
 def hub_offline() -> bool:
