@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 import os
+import shlex
 import sys
 from pathlib import Path
 
@@ -183,19 +184,25 @@ def list_studies(ctx) -> None:
 @click.option("--retries", type=click.IntRange(0), default=1, show_default=True,
               help="How often a unit that raised is tried again.")
 @click.option("--no-feature-cache", is_flag=True, help="Recompute frozen encoders every epoch.")
+@click.option("--memory-budget", default=None, metavar="SIZE",
+              help="GPU memory per run, e.g. 8GB: micro-batch and accumulation keep the effective "
+                   "batch (default: the preset's train.memory_budget).")
 @click.option("--dry-run", is_flag=True, help="Print the unit table and run nothing.")
 @click.pass_context
 def study(ctx, name, data_root, cache_dir, folds_text, seeds_text, preset, assignments, max_epochs,
-          storage, tracking_uri, retries, no_feature_cache, dry_run) -> None:
+          storage, tracking_uri, retries, no_feature_cache, memory_budget, dry_run) -> None:
     """Train every cell of study NAME on its folds and seeds (resumable; several workers may share it)."""
     from fer.config import ConfigError, parse_assignments
     from studies.engine import StudyOptions, plan
 
     spec = _load_ablations(ctx.obj["ablations"])
     try:
+        overrides = parse_assignments(assignments)
+        if memory_budget is not None:
+            overrides["train.memory_budget"] = memory_budget
         opts = StudyOptions(data_root=data_root, cache_dir=cache_dir, folds=_int_list(folds_text),
-                            seeds=_int_list(seeds_text), preset=preset,
-                            overrides=parse_assignments(assignments), max_epochs=max_epochs,
+                            seeds=_int_list(seeds_text), preset=preset, overrides=overrides,
+                            max_epochs=max_epochs,
                             storage=storage, tracking_uri=tracking_uri, retries=retries,
                             feature_cache=not no_feature_cache)
         cells, units = plan(name, spec, opts)
@@ -311,7 +318,7 @@ def report(ctx, name, out_dir, tracking_uri, storage, metric, note) -> None:
 
     spec = _load_ablations(ctx.obj["ablations"])
     out_dir = out_dir or Path("reports") / name
-    command = "python runner.py " + " ".join(sys.argv[1:])
+    command = "python runner.py " + shlex.join(sys.argv[1:])
     try:
         if name in spec.searches:
             from analysis.search import write_search_report
@@ -348,8 +355,8 @@ def paper(ctx, out_dir, tracking_uri) -> None:
     spec = _load_ablations(ctx.obj["ablations"])
     tables = {}
     for table, t in spec.paper.tables.items():
-        reference, _ = _reference_cell(spec.studies[t.study])
-        tables[table] = {**t.model_dump(), "reference": reference}
+        reference, order = _reference_cell(spec.studies[t.study])
+        tables[table] = {**t.model_dump(), "reference": reference, "cell_order": order}
     rows = []
     for row, decl in spec.paper.efficiency.items():
         cfg = resolve_config(decl.get("preset", spec.defaults.preset), decl.get("overrides", {}))
@@ -358,7 +365,7 @@ def paper(ctx, out_dir, tracking_uri) -> None:
                      "gflops": total["gflops_per_clip"], "train_mem_mb": total["train_mem_estimate_mb"]})
     try:
         files = write_paper(tables, tracking_uri=tracking_uri, out_dir=out_dir, efficiency=rows or None,
-                            command="python runner.py " + " ".join(sys.argv[1:]))
+                            command="python runner.py " + shlex.join(sys.argv[1:]))
     except ReportError as exc:
         click.echo(f"error: {exc}", err=True)
         sys.exit(1)

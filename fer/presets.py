@@ -31,12 +31,14 @@ RTX3050 = {
     "model.visual.encoder": "siglip2-b16", "model.visual.pretrained": "timm/vit_base_patch16_siglip_224.v2_webli",
     "model.fusion.pretrained": "LiquidAI/LFM2-700M", "model.fusion.init": "pretrained", "model.fusion.layers": 6,
     "model.fusion.freeze": "lora",
+    "train.memory_budget": "8GB",  # micro-batch and accumulation chosen to fit an RTX 3050's 8 GB
 }  # fmt: skip
 
 FULL = {
     **RTX3050,
     "model.audio.layers": None, "model.audio.freeze": False, "model.visual.freeze": False,
     "model.fusion.layers": 16, "model.fusion.freeze": "unfrozen",
+    "train.memory_budget": None,  # needs far more than 8 GB: size the GPU, not the batch
 }  # fmt: skip
 
 PRESETS: dict[str, dict] = {

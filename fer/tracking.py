@@ -49,13 +49,25 @@ def package_versions() -> dict[str, str]:
     return out
 
 
+def artifact_location(tracking_uri: str, name: str) -> str | None:
+    """Artifacts of a ``sqlite:///DIR/mlflow.db`` store go to ``DIR/mlartifacts/NAME``.
+
+    MLflow's default for a database store is ``./mlruns`` of whatever folder a worker happens to
+    run in; keeping them beside the database keeps a study's runs and files together.
+    """
+    if not tracking_uri.startswith("sqlite:///"):
+        return None  # a tracking server decides where artifacts go
+    db = Path(tracking_uri[len("sqlite:///"):]).resolve()
+    return (db.parent / "mlartifacts" / name).as_uri()
+
+
 def ensure_experiment(client, name: str) -> str:
     """The id of experiment ``name``, created when missing (race-safe between workers)."""
     exp = client.get_experiment_by_name(name)
     if exp is not None:
         return exp.experiment_id
     try:
-        return client.create_experiment(name)
+        return client.create_experiment(name, artifact_location=artifact_location(client.tracking_uri, name))
     except Exception:  # another worker created it first
         exp = client.get_experiment_by_name(name)
         if exp is None:

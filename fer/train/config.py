@@ -6,9 +6,34 @@ recipe is a config change (``train.lr=1e-3``, ``train.lr_mult.fusion=0.5``), nev
 
 from __future__ import annotations
 
+import re
 from typing import Literal
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, field_validator
+
+# Decimal units as disks and GPU vendors print them, binary units as nvidia-smi and torch report.
+_UNITS = {"": 1, "b": 1, "kb": 10**3, "mb": 10**6, "gb": 10**9, "tb": 10**12,
+          "kib": 2**10, "mib": 2**20, "gib": 2**30, "tib": 2**40}
+_BUDGET = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*([a-z]*)\s*$", re.IGNORECASE)
+
+
+def parse_budget(text: str) -> int:
+    """``"8GB"`` -> 8_000_000_000 bytes; ``"8GiB"`` -> 8 * 2**30; a bare number is bytes.
+
+    Raises:
+        ValueError: naming the text, when it is not a positive number with a known unit.
+    """
+    match = _BUDGET.match(str(text))
+    unit = match.group(2).lower() if match else None
+    if match is None or unit not in _UNITS:
+        raise ValueError(f"memory budget {text!r}: expected a number and a unit such as 8GB, 7.5GiB or 512MiB "
+                         f"(units: {', '.join(u for u in _UNITS if u)})")
+    size = int(float(match.group(1)) * _UNITS[unit])
+    if size <= 0:
+        raise ValueError(f"memory budget {text!r} must be positive")
+    return size
+
+
 
 # The model parts that get their own learning rate, named as FERModel's submodules.
 PARAM_GROUPS = ("audio_encoder", "audio_pooling", "visual_encoder", "roi", "temporal", "fusion",
@@ -56,4 +81,13 @@ class TrainConfig(BaseModel):
     class_weights: bool = False  # inverse class frequency of the training split in the loss
     num_workers: int = Field(0, ge=0)  # DataLoader worker processes
     eval_batch_size: int | None = Field(None, ge=1)  # None = batch_size
+    memory_budget: str | None = None  # GPU memory a run may use ("8GB"): micro-batch and accumulation
+    # are chosen so that batch_size * grad_accum stays as configured; ignored on CPU
     feature_cache: bool = True  # feed frozen, unaugmented encoders' outputs from fer.features' cache
+
+    @field_validator("memory_budget")
+    @classmethod
+    def _budget_parses(cls, value: str | None) -> str | None:
+        if value is not None:
+            parse_budget(value)
+        return value

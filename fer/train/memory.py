@@ -15,7 +15,6 @@ effective batch.
 from __future__ import annotations
 
 import gc
-import re
 import warnings
 from collections.abc import Callable
 from typing import TypeVar
@@ -23,34 +22,12 @@ from typing import TypeVar
 import torch
 
 from fer.config import RunConfig
+from fer.train.config import parse_budget  # noqa: F401  (re-exported: the budget's text form)
 
 T = TypeVar("T")
 MIB = 2**20
-# Decimal units as disks and GPU vendors print them, binary units as nvidia-smi and torch report.
-_UNITS = {"": 1, "b": 1, "kb": 10**3, "mb": 10**6, "gb": 10**9, "tb": 10**12,
-          "kib": 2**10, "mib": 2**20, "gib": 2**30, "tib": 2**40}
-_BUDGET = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*([a-z]*)\s*$", re.IGNORECASE)
-
-
 class MemoryBudgetError(ValueError):
     """Even a micro-batch of one clip is estimated not to fit the budget."""
-
-
-def parse_budget(text: str) -> int:
-    """``"8GB"`` -> 8_000_000_000 bytes; ``"8GiB"`` -> 8 * 2**30; a bare number is bytes.
-
-    Raises:
-        ValueError: naming the text, when it is not a positive number with a known unit.
-    """
-    match = _BUDGET.match(str(text))
-    unit = match.group(2).lower() if match else None
-    if match is None or unit not in _UNITS:
-        raise ValueError(f"memory budget {text!r}: expected a number and a unit such as 8GB, 7.5GiB or 512MiB "
-                         f"(units: {', '.join(u for u in _UNITS if u)})")
-    size = int(float(match.group(1)) * _UNITS[unit])
-    if size <= 0:
-        raise ValueError(f"memory budget {text!r} must be positive")
-    return size
 
 
 def divisors_descending(n: int) -> list[int]:

@@ -291,6 +291,7 @@ def run_unit(cfg: RunConfig, *, data_root: str | Path, cache_dir: str | Path, fo
     from accelerate.utils import set_seed
 
     from fer.features import prepare_features, prepare_key_of
+    from fer.train.memory import parse_budget, plan_batch, run_with_backoff
     from fer.models.model import build_model
 
     notes: list[str] = []
@@ -300,30 +301,41 @@ def run_unit(cfg: RunConfig, *, data_root: str | Path, cache_dir: str | Path, fo
     used = {c.clip_id: entries[c.clip_id] for clips in splits.values() for c in clips}
     t, device = cfg.train, PartialState().device
     weights = inverse_frequency_weights([c.emotion for c in splits["train"]]) if t.class_weights else None
-    set_seed(seed)
-    with PeakMemory() as memory:
-        model = build_model(cfg)
-        params_total = sum(p.numel() for p in model.parameters())
-        params_trainable = sum(p.numel() for p in model.parameters() if p.requires_grad)
+    budget = t.memory_budget if device.type == "cuda" else None  # a GPU budget; CPU runs ignore it
+    micro, accum = plan_batch(cfg, parse_budget(budget)) if budget else (t.batch_size, 1)
+
+    def attempt(micro: int, accum: int):
+        """Build and train from scratch with this micro-batch (retried smaller on CUDA OOM)."""
+        tcfg = t.model_copy(update={"batch_size": micro, "grad_accum": t.grad_accum * accum})
+        ucfg = cfg.model_copy(update={"train": tcfg})
+        set_seed(seed)
+        model = build_model(ucfg)
+        sizes = (sum(p.numel() for p in model.parameters()),
+                 sum(p.numel() for p in model.parameters() if p.requires_grad))
         # Frozen, unaugmented encoders run once per clip into the shared feature cache; the
         # datasets then hand their outputs to the model instead of frames or audio.
         with PartialState().main_process_first():
-            features = prepare_features(model, cfg, used, cache_dir, prepare_key_of(used),
-                                        batch_size=t.eval_batch_size or t.batch_size, device=device,
-                                        num_workers=t.num_workers)
+            features = prepare_features(model, ucfg, used, cache_dir, prepare_key_of(used),
+                                        batch_size=tcfg.eval_batch_size or tcfg.batch_size, device=device,
+                                        num_workers=tcfg.num_workers)
         # Building features draws from the global generator (loader seeds); reseed so that the
         # training draws (dropout, Gumbel noise) are the same whether or not this run built them.
         set_seed(seed)
-        loaders = make_loaders(cfg, splits, entries, seed=seed, features=features,
+        loaders = make_loaders(ucfg, splits, entries, seed=seed, features=features,
                                pin_memory=device.type == "cuda")
-        epochs = t.epochs if max_epochs is None else min(t.epochs, max_epochs)
-        result = fit(model, train_loader=loaders["train"], val_loader=loaders["val"],
-                     test_loader=loaders["test"], cfg=t, epochs=epochs, class_weights=weights,
-                     callback=callback)
-        del model, loaders
-        gc.collect()
-        if torch.cuda.is_available():
-            torch.cuda.empty_cache()
+        epochs = tcfg.epochs if max_epochs is None else min(tcfg.epochs, max_epochs)
+        try:
+            return fit(model, train_loader=loaders["train"], val_loader=loaders["val"],
+                       test_loader=loaders["test"], cfg=tcfg, epochs=epochs, class_weights=weights,
+                       callback=callback), sizes
+        finally:
+            del model, loaders
+            gc.collect()
+            if torch.cuda.is_available():
+                torch.cuda.empty_cache()
+
+    with PeakMemory() as memory:
+        result, (params_total, params_trainable) = run_with_backoff(attempt, micro, accum)
 
     test, val = result.test, result.best_val
     metrics = {} if test is None else {
