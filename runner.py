@@ -386,7 +386,7 @@ def demo(ctx, out, clips_per_class, max_epochs, study_workers) -> None:
     from fer.config import resolve_config
 
     data, cache = out / "ravdess", out / "cache"
-    tracking = f"sqlite:///{(out / 'mlflow.db').resolve()}"
+    tracking = f"sqlite:///{out / 'mlflow.db'}"  # relative to the working folder, as the workers run here
     storage = str(out / "ledger.journal")
     tiny = resolve_config("tiny").data
     if not (data / "synth-manifest.json").exists():
