@@ -9,6 +9,7 @@ ledger and in MLflow, with the reason, and the study goes on.
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import json
 import statistics
@@ -162,55 +163,92 @@ class _Tracker:
         self.client.set_terminated(parent, "FINISHED")
 
 
+class _Processes:
+    """Under ``accelerate launch`` (several processes, one unit at a time across all of them) the
+    main process alone talks to the ledger and MLflow, and tells the others which unit is next.
+    A plain ``python runner.py study`` is one process and all of this is a no-op."""
+
+    def __init__(self):
+        from accelerate import PartialState
+
+        state = PartialState()
+        self.main, self.many = state.is_main_process, state.num_processes > 1
+
+    def share(self, value):
+        """The main process's ``value`` on every process."""
+        if not self.many:
+            return value
+        from accelerate.utils import broadcast_object_list
+
+        return broadcast_object_list([value])[0]
+
+
 def run_study(name: str, ablations, opts: StudyOptions, *,
               run_fn: Callable[..., Any] | None = None, echo: Callable[[str], None] = print) -> dict:
-    """Train every unclaimed unit of study ``name``; returns counts of what this worker did."""
+    """Train every unclaimed unit of study ``name``; returns counts of what this worker did.
+
+    Workers are processes started with the same command (one per GPU, or several per machine):
+    each claims units from the ledger. Started under ``accelerate launch``, the launched processes
+    form ONE worker that trains each unit data-parallel across them.
+    """
     import math
 
     cells, units = plan(name, ablations, opts)
     if opts.data_root is None:
         raise ValueError("a study needs --data-root (a RAVDESS folder or the synthetic one)")
     run_fn = run_fn or _default_run_fn()
-    ledger = Ledger(opts.storage, f"ledger:{name}", lease=opts.lease)
-    with ledger.lock():  # workers starting together must not race to create the tracking store
-        tracker = _Tracker(name, opts.tracking_uri, ledger)
+    procs = _Processes()
+    ledger = tracker = None
+    if procs.main:
+        ledger = Ledger(opts.storage, f"ledger:{name}", lease=opts.lease)
+        with ledger.lock():  # workers starting together must not race to create the tracking store
+            tracker = _Tracker(name, opts.tracking_uri, ledger)
     by_key = {u.key: u for u in units}
     units_of_cell = {c.name: [u for u in units if u.cell.name == c.name] for c in cells}
     done = {"finished": 0, "failed": 0, "reclaimed": 0}
-    while True:
-        for trial in ledger.sync(units, opts.retries):
-            done["reclaimed"] += 1
-            run_id = trial.user_attrs.get("mlflow_run_id")
-            if run_id:
-                tracker.fail(run_id, "worker lost (process died or heartbeat expired)", "KILLED")
-        trial = ledger.claim(set(by_key))
-        if trial is None:
-            break
-        unit = by_key[trial.user_attrs["unit_key"]]
-        run_id = tracker.start(unit, trial)
-        ledger.set_attrs(trial, mlflow_run_id=run_id)
-        echo(f"[{name}] {unit.label}: training (mlflow run {run_id})")
-        from fer.tracking import UnitLogger, log_unit_result
+    from fer.tracking import UnitLogger, log_unit_result
 
+    while True:
+        trial = run_id = None
+        if procs.main:
+            for stale in ledger.sync(units, opts.retries):
+                done["reclaimed"] += 1
+                if stale.user_attrs.get("mlflow_run_id"):
+                    tracker.fail(stale.user_attrs["mlflow_run_id"],
+                                 "worker lost (process died or heartbeat expired)", "KILLED")
+            trial = ledger.claim(set(by_key))
+            if trial is not None:
+                run_id = tracker.start(by_key[trial.user_attrs["unit_key"]], trial)
+                ledger.set_attrs(trial, mlflow_run_id=run_id)
+        key = procs.share(None if trial is None else trial.user_attrs["unit_key"])
+        if key is None:
+            break
+        unit = by_key[key]
+        if procs.main:
+            echo(f"[{name}] {unit.label}: training (mlflow run {run_id})")
         try:
-            with ledger.heartbeat(trial):
+            with ledger.heartbeat(trial) if procs.main else contextlib.nullcontext():
                 result = run_fn(unit.cell.config, data_root=opts.data_root, cache_dir=opts.cache_dir,
                                 fold=unit.fold, seed=unit.seed,
-                                callback=UnitLogger(tracker.client, run_id),
+                                callback=UnitLogger(tracker.client, run_id) if procs.main else None,
                                 max_epochs=opts.max_epochs)
-                val = float(result.metrics.get("val/uar_best", float("nan")))
-                log_unit_result(tracker.client, run_id, result, config=unit.cell.config)
+                if procs.main:
+                    log_unit_result(tracker.client, run_id, result, config=unit.cell.config)
         except Exception as exc:  # a unit's failure must not stop the study
             reason = f"{type(exc).__name__}: {exc}"
-            echo(f"[{name}] {unit.label}: FAILED: {reason}")
-            tracker.fail(run_id, reason + "\n" + traceback.format_exc())
-            ledger.fail(trial, reason)
             done["failed"] += 1
+            if procs.main:
+                echo(f"[{name}] {unit.label}: FAILED: {reason}")
+                tracker.fail(run_id, reason + "\n" + traceback.format_exc())
+                ledger.fail(trial, reason)
+            continue
+        done["finished"] += 1
+        if not procs.main:
             continue
         tracker.client.set_terminated(run_id, "FINISHED")
+        val = float(result.metrics.get("val/uar_best", float("nan")))
         test = {k: float(v) for k, v in result.metrics.items() if k in SUMMARY_METRICS}
         ledger.complete(trial, val if math.isfinite(val) else 0.0, test_metrics=test)
-        done["finished"] += 1
         echo(f"[{name}] {unit.label}: test UAR {test.get('test/uar', float('nan')):.3f}")
         tracker.summarise_cell(unit.cell, units_of_cell[unit.cell.name])
     return done
