@@ -28,6 +28,8 @@ import time
 from pathlib import Path
 from typing import Any, Iterator
 
+from fer.data.cache import pid_alive
+
 WORKER_LOST = "worker lost"
 
 
@@ -42,16 +44,6 @@ def open_storage(storage: str):
     from optuna.storages.journal import JournalFileBackend, JournalStorage
 
     return JournalStorage(JournalFileBackend(str(path)))
-
-
-def _pid_alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    return True
 
 
 class Ledger:
@@ -141,7 +133,7 @@ class Ledger:
     def _is_stale(self, trial) -> bool:
         worker = trial.user_attrs.get("worker", "")
         host, _, pid = worker.rpartition(":")
-        if host == self.host and pid.isdigit() and not _pid_alive(int(pid)):
+        if host == self.host and pid.isdigit() and not pid_alive(int(pid)):
             return True
         beat = trial.user_attrs.get("heartbeat")
         started = trial.datetime_start.timestamp() if trial.datetime_start else time.time()

@@ -162,7 +162,8 @@ def is_valid_entry(path: Path) -> bool:
     return True
 
 
-def _pid_alive(pid: int) -> bool:
+def pid_alive(pid: int) -> bool:
+    """Whether a process with this id runs on this machine (a writer or worker still at work)."""
     try:
         os.kill(pid, 0)
     except ProcessLookupError:
@@ -185,7 +186,7 @@ def remove_stale_temps(folder: Path) -> list[Path]:
     for tmp in Path(folder).glob(f".*{_TEMP_SUFFIX}"):
         parts = tmp.name.split(".")
         pid = int(parts[-3]) if len(parts) >= 4 and parts[-3].isdigit() else None
-        if pid is not None and _pid_alive(pid):
+        if pid is not None and pid_alive(pid):
             continue
         tmp.unlink(missing_ok=True)
         removed.append(tmp)

@@ -57,10 +57,16 @@ class RavdessName:
 
     @property
     def clip_id(self) -> str:
-        """vocal-emotion-intensity-statement-repetition-actor codes, modality dropped."""
-        vocal = 1 if self.vocal_channel == "speech" else 2
-        codes = (vocal, self.emotion + 1, self.intensity, self.statement, self.repetition, self.actor)
-        return "-".join(f"{c:02d}" for c in codes)
+        return make_clip_id(self.vocal_channel, self.emotion, self.intensity, self.statement,
+                            self.repetition, self.actor)
+
+
+def make_clip_id(vocal_channel: str, emotion: int, intensity: int, statement: int, repetition: int,
+                 actor: int) -> str:
+    """vocal-emotion-intensity-statement-repetition-actor codes, modality dropped (emotion 0..7)."""
+    vocal = 1 if vocal_channel == "speech" else 2
+    codes = (vocal, emotion + 1, intensity, statement, repetition, actor)
+    return "-".join(f"{c:02d}" for c in codes)
 
 
 @dataclass(frozen=True)

@@ -12,6 +12,7 @@ from dataclasses import asdict, dataclass
 
 import numpy as np
 
+from fer.data.ravdess import make_clip_id
 from fer.data.synth import truth
 from fer.data.synth.face import Look, Pose
 from fer.data.synth.motion import ACTIONS, FaceMotion
@@ -36,9 +37,7 @@ class ClipSpec:
 
     @property
     def clip_id(self) -> str:
-        """Codes vocal-emotion-intensity-statement-repetition-actor (as ``fer.data.ravdess``)."""
-        return (f"01-{self.emotion + 1:02d}-{self.intensity:02d}-{self.statement:02d}-"
-                f"{self.repetition:02d}-{self.actor:02d}")
+        return make_clip_id("speech", self.emotion, self.intensity, self.statement, self.repetition, self.actor)
 
     @property
     def relpath(self) -> str:
