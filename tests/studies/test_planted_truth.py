@@ -8,8 +8,9 @@ two folds with the tiny preset, through the real CLI, ledger and MLflow store; t
 - the audio-only model cannot tell the voice-identical pairs apart, the video-only model can;
 - the video-only model cannot tell calm from sad, the audio-only model can.
 
-Pair discrimination = among a pair's test clips predicted as either emotion of the pair, the
-fraction predicted right (0.5 = cannot tell them apart).
+Pair discrimination = the pair's balanced accuracy restricted to the two emotions: for each
+emotion of the pair, the share of its clips predicted as itself among those predicted as either,
+averaged (0.5 = cannot tell them apart, also when a model puts every clip of the pair on one side).
 """
 
 from __future__ import annotations
@@ -36,8 +37,9 @@ def _pairs(groups: dict[str, tuple[str, ...]]) -> list[tuple[str, str]]:
 
 def pair_discrimination(confusion: np.ndarray, a: str, b: str) -> float:
     i, j = EMOTIONS.index(a), EMOTIONS.index(b)
-    right = confusion[i, i] + confusion[j, j]
-    return right / (right + confusion[i, j] + confusion[j, i])
+    recall_i = confusion[i, i] / max(confusion[i, i] + confusion[i, j], 1)
+    recall_j = confusion[j, j] / max(confusion[j, j] + confusion[j, i], 1)
+    return (recall_i + recall_j) / 2
 
 
 @pytest.fixture(scope="module")
