@@ -71,10 +71,10 @@ class Ledger:
     @classmethod
     def existing(cls, storage: str, name: str) -> "Ledger | None":
         """The ledger if its storage and study exist already; None otherwise (nothing created)."""
-        import optuna
-
         if "://" not in storage and not Path(storage).exists():
             return None
+        import optuna
+
         if name not in optuna.study.get_all_study_names(open_storage(storage)):
             return None
         return cls(storage, name)
