@@ -216,6 +216,9 @@ def study(ctx, name, data_root, cache_dir, folds_text, seeds_text, preset, assig
 
         print_unit_table(name, units, storage)
         return
+    if data_root is None:
+        raise click.UsageError("a study needs --data-root (or $FER_DATA_ROOT): a RAVDESS folder or "
+                               "one written by `python runner.py synth`")
     from studies.engine import run_study
 
     done = run_study(name, spec, opts, echo=click.echo)
@@ -252,6 +255,8 @@ def tune(ctx, name, trials, data_root, cache_dir, preset, assignments, max_epoch
         overrides = parse_assignments(assignments)
     except ConfigError as exc:
         _fail_config(exc)
+    if data_root is None:
+        raise click.UsageError("a search needs --data-root (or $FER_DATA_ROOT)")
     from studies.tune import TuneOptions, export_best, run_search
 
     opts = TuneOptions(data_root=data_root, cache_dir=cache_dir, preset=preset, overrides=overrides,

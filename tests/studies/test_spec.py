@@ -114,3 +114,9 @@ def test_cli_exits_2_on_yaml_syntax_error(tmp_path):
     bad.write_text("studies: [unclosed\n")
     result = CliRunner().invoke(cli, ["--ablations", str(bad), "studies"])
     assert result.exit_code == 2 and "(yaml)" in result.output
+
+
+def test_cli_needs_a_data_root_to_train(monkeypatch):
+    monkeypatch.delenv("FER_DATA_ROOT", raising=False)
+    result = CliRunner().invoke(cli, ["study", "modality"])
+    assert result.exit_code == 2 and "--data-root" in result.output
