@@ -19,19 +19,11 @@ import pytest
 from fer.data import prepare as prep
 from fer.data.cache import CacheError, entry_path, is_valid_entry, load_entry, save_entry, settings_dir
 from fer.data.decode import sample_indices
-from fer.data.face_model import MANUAL_STEPS, installed_face_model, sha256_of
+from fer.data.face_model import sha256_of
 from fer.data.faces import Face
 from fer.data.ravdess import Clip
 
 ROOT = Path(__file__).resolve().parents[2]
-
-
-@pytest.fixture(scope="session")
-def face_model() -> Path:
-    path = installed_face_model()
-    if path is None:
-        pytest.fail("BlazeFace model missing; tests never skip the face path.\n" + MANUAL_STEPS)
-    return path
 
 
 # ---------------------------------------------------------------- pieces

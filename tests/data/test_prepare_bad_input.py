@@ -16,20 +16,11 @@ from matplotlib import cbook
 from PIL import Image
 
 from fer.data.cache import load_entry
-from fer.data.face_model import MANUAL_STEPS, installed_face_model
 from runner import cli
 
 GOOD = "Actor_01/01-01-03-01-01-01-01.mp4"
 BAD = "Actor_02/01-01-05-01-01-01-02.mp4"
 SIZE, FPS, SECONDS, RATE = 160, 15, 1.0, 48000
-
-
-@pytest.fixture(scope="module")
-def face_model() -> Path:
-    path = installed_face_model()
-    if path is None:
-        pytest.fail("BlazeFace model missing; tests never skip the face path.\n" + MANUAL_STEPS)
-    return path
 
 
 def _face_frames(n: int) -> np.ndarray:
