@@ -26,8 +26,6 @@ from __future__ import annotations
 
 import hashlib
 import json
-import os
-import tempfile
 from collections.abc import Callable, Mapping
 from importlib.metadata import PackageNotFoundError, version
 from pathlib import Path
@@ -38,7 +36,7 @@ import torch
 from torch import nn
 from torch.utils.data import DataLoader, Dataset
 
-from fer.data.cache import remove_stale_temps
+from fer.atomic import atomic_open, remove_stale_temps
 from fer.data.config import DataConfig
 from fer.data.dataset import FeatureHook, PreparedClipDataset
 
@@ -53,7 +51,6 @@ ENCODER_MODULES = {"audio": "audio_encoder", "visual": "visual_encoder"}
 INPUT_KEYS = {"audio": "audio", "visual": "frames"}
 # Libraries whose code computes the features; an upgrade may change the numbers.
 _LIBRARIES = ("torch", "timm", "transformers")
-_TEMP_SUFFIX = ".tmp"
 
 
 class FeatureCacheError(ValueError):
@@ -214,18 +211,8 @@ class FeatureCache:
         if not np.isfinite(half).all():
             raise FeatureCacheError(f"{path}: encoder output is not finite in float16 (max |x| of the "
                                     f"float32 output = {np.nanmax(np.abs(feats)):.4g}); not cached")
-        # pid in the name: remove_stale_temps then spares a live writer's file (see fer.data.cache).
-        fd, tmp = tempfile.mkstemp(dir=self.dir, prefix=f".{path.name}.{os.getpid()}.", suffix=_TEMP_SUFFIX)
-        try:
-            with os.fdopen(fd, "wb") as fh:
-                np.save(fh, half, allow_pickle=False)
-                fh.flush()
-                os.fsync(fh.fileno())
-            os.chmod(tmp, 0o644)
-            os.replace(tmp, path)
-        except BaseException:
-            Path(tmp).unlink(missing_ok=True)
-            raise
+        with atomic_open(path, "wb") as fh:
+            np.save(fh, half, allow_pickle=False)
 
     def lookup(self, clip_id: str) -> torch.Tensor:
         """One clip's features as float32, read from the fp16 file through a memory map.

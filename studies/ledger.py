@@ -28,7 +28,7 @@ import time
 from pathlib import Path
 from typing import Any, Iterator
 
-from fer.data.cache import pid_alive
+from fer.procs import pid_alive
 
 WORKER_LOST = "worker lost"
 

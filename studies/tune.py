@@ -22,6 +22,7 @@ from typing import Any, Callable
 
 import yaml
 
+from fer.atomic import atomic_write_text
 from fer.config import resolve_config
 
 
@@ -172,6 +173,4 @@ def export_best(study, path: Path, search: str) -> None:
     doc = {"defaults": {"overrides": dict(best.params)}}
     header = (f"# Best trial {best.number} of search {search!r}: mean validation UAR {best.value:.4f}.\n"
               f"# Paste under `defaults:` in ablations.yaml, or pass each as --set KEY=VALUE.\n")
-    tmp = path.with_suffix(path.suffix + ".tmp")
-    tmp.write_text(header + yaml.safe_dump(doc, sort_keys=True))
-    tmp.replace(path)
+    atomic_write_text(path, header + yaml.safe_dump(doc, sort_keys=True))

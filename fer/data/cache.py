@@ -7,23 +7,22 @@ right eye, left eye, nose tip, mouth centre, right ear, left ear), ``audio`` flo
 ``meta``, a JSON string (clip fields, face boxes, flags, settings).
 
 A file is first written under a temporary name in the same folder and then renamed over the final
-name, so a reader never sees a half-written entry and a killed writer leaves only a temporary
-file, which :func:`remove_stale_temps` clears.
+name (:mod:`fer.atomic`), so a reader never sees a half-written entry and a killed writer leaves
+only a temporary file, which :func:`fer.atomic.remove_stale_temps` clears.
 """
 
 from __future__ import annotations
 
 import json
-import os
-import tempfile
 import zipfile
 from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 
+from fer.atomic import atomic_open
+
 N_KEYPOINTS = 6
-_TEMP_SUFFIX = ".tmp"
 _ARRAYS = ("frames", "keypoints", "audio", "meta")
 
 
@@ -85,7 +84,7 @@ def _check_arrays(frames: np.ndarray, keypoints: np.ndarray, audio: np.ndarray) 
 
 def save_entry(path: Path, *, frames: np.ndarray, keypoints: np.ndarray, audio: np.ndarray,
                meta: dict) -> None:
-    """Write one entry atomically: a temporary file in the same folder, then ``os.replace``.
+    """Write one entry atomically (see :mod:`fer.atomic`).
 
     Args:
         path: final entry path (from :func:`entry_path`).
@@ -102,21 +101,8 @@ def save_entry(path: Path, *, frames: np.ndarray, keypoints: np.ndarray, audio: 
     if problem:
         raise CacheError(f"{path}: refusing to write entry: {problem}")
     meta_json = json.dumps(meta, sort_keys=True)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    # The pid in the temporary name lets remove_stale_temps tell a dead writer's leftovers
-    # from a file another live process is still writing.
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.{os.getpid()}.",
-                               suffix=_TEMP_SUFFIX)
-    try:
-        with os.fdopen(fd, "wb") as fh:
-            np.savez(fh, frames=frames, keypoints=keypoints, audio=audio, meta=np.array(meta_json))
-            fh.flush()
-            os.fsync(fh.fileno())
-        os.chmod(tmp, 0o644)  # mkstemp makes it private; entries are read by other tools
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
+    with atomic_open(path, "wb") as fh:
+        np.savez(fh, frames=frames, keypoints=keypoints, audio=audio, meta=np.array(meta_json))
 
 
 def load_entry(path: Path) -> PreparedClip:
@@ -160,42 +146,3 @@ def is_valid_entry(path: Path) -> bool:
     except CacheError:
         return False
     return True
-
-
-def pid_alive(pid: int) -> bool:
-    """Whether a process with this id runs on this machine (a writer or worker still at work).
-
-    A zombie (killed, not yet reaped by its parent, which in a container may never happen) is
-    not running: on Linux its state in ``/proc/<pid>/stat`` is ``Z``.
-    """
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    try:
-        stat = Path(f"/proc/{pid}/stat").read_text()
-    except OSError:  # without procfs (macOS) trust os.kill; with it, the process just went away
-        return not Path("/proc").is_dir()
-    return stat.rsplit(")", 1)[-1].split()[0] != "Z"  # the command name may hold spaces or ")"
-
-
-def remove_stale_temps(folder: Path) -> list[Path]:
-    """Delete temporary files left in ``folder`` by writers that are no longer running.
-
-    Args:
-        folder: a settings folder ``<cache>/prepared/<settings_key>``.
-
-    Returns:
-        The removed paths.
-    """
-    removed = []
-    for tmp in Path(folder).glob(f".*{_TEMP_SUFFIX}"):
-        parts = tmp.name.split(".")
-        pid = int(parts[-3]) if len(parts) >= 4 and parts[-3].isdigit() else None
-        if pid is not None and pid_alive(pid):
-            continue
-        tmp.unlink(missing_ok=True)
-        removed.append(tmp)
-    return removed

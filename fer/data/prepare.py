@@ -16,8 +16,6 @@ from __future__ import annotations
 import hashlib
 import json
 import multiprocessing
-import os
-import tempfile
 import zipfile
 from concurrent.futures import ProcessPoolExecutor, as_completed
 from dataclasses import asdict
@@ -26,7 +24,8 @@ from pathlib import Path
 import numpy as np
 from pydantic import BaseModel, ConfigDict, Field
 
-from fer.data.cache import PreparedClip, entry_path, remove_stale_temps, save_entry, settings_dir
+from fer.atomic import atomic_write_text, remove_stale_temps
+from fer.data.cache import PreparedClip, entry_path, save_entry, settings_dir
 from fer.data.decode import DecodeError, read_audio, read_frames
 from fer.data.face_model import ensure_face_model, sha256_of
 from fer.data.faces import FaceDetector
@@ -286,16 +285,7 @@ def _run(todo: list[tuple[Clip, Path]], settings: PrepareSettings, model: Path,
 
 
 def _write_report(path: Path, report: dict) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "w") as fh:
-            json.dump(report, fh, indent=2)
-        os.chmod(tmp, 0o644)
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
+    atomic_write_text(path, json.dumps(report, indent=2))
 
 
 def _print_summary(report: dict, n_new: int, folder: Path, report_path: Path) -> None:

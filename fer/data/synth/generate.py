@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import json
 import os
-import tempfile
 from concurrent.futures import ProcessPoolExecutor
 from dataclasses import asdict, dataclass
 from multiprocessing import get_context
@@ -21,6 +20,7 @@ from pathlib import Path
 
 import numpy as np
 
+from fer.atomic import atomic_write_text
 from fer.data.synth import truth
 from fer.data.synth.face import compose_frame, place_face
 from fer.data.synth.motion import render_frames
@@ -136,14 +136,7 @@ def _remove_stale(out: Path, keep: set[str]) -> None:
 
 
 def _write_json(path: Path, obj: dict) -> None:
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "w") as fh:
-            json.dump(obj, fh, indent=1)
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
+    atomic_write_text(path, json.dumps(obj, indent=1))
 
 
 def generate(out: Path, *, actors: int = 24, clips_per_class: int | None = None,

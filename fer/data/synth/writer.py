@@ -10,8 +10,6 @@ truncated clip.
 
 from __future__ import annotations
 
-import os
-import tempfile
 from collections.abc import Iterable
 from fractions import Fraction
 from pathlib import Path
@@ -19,6 +17,8 @@ from pathlib import Path
 import av
 import cv2
 import numpy as np
+
+from fer.atomic import atomic_path
 
 AUDIO_RATE = 48_000
 AUDIO_LAYOUT = "stereo"  # as the RAVDESS audio-video files
@@ -41,11 +41,8 @@ def write_clip(path: Path, frames: Iterable[np.ndarray], audio: np.ndarray, *, f
         ``path``.
     """
     path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.stem}.", suffix=".mp4.tmp")
-    os.close(fd)
-    try:
-        with av.open(tmp, mode="w", format="mp4") as container:
+    with atomic_path(path) as tmp:
+        with av.open(str(tmp), mode="w", format="mp4") as container:
             video = container.add_stream("libx264", rate=fps)
             video.width = video.height = size
             video.pix_fmt = "yuv420p"
@@ -79,9 +76,4 @@ def write_clip(path: Path, frames: Iterable[np.ndarray], audio: np.ndarray, *, f
             container.mux(video.encode())
             mux_audio(stereo.shape[1])
             container.mux(sound.encode())
-        os.chmod(tmp, 0o644)  # mkstemp creates it private
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
     return path

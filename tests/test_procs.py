@@ -5,7 +5,7 @@ import signal
 import subprocess
 import time
 
-from fer.data.cache import pid_alive
+from fer.procs import pid_alive
 
 
 def test_running_killed_and_reaped_processes():
