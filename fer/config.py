@@ -20,6 +20,7 @@ from pydantic import BaseModel, ConfigDict, ValidationError
 
 from fer.data.config import DataConfig
 from fer.models.config import ModelConfig
+from fer.presets import PRESETS
 from fer.train.config import TrainConfig
 
 
@@ -40,19 +41,6 @@ class ConfigError(ValueError):
     def __init__(self, errors: list[tuple[str, str]]):
         self.errors = errors
         super().__init__("\n".join(f"{path}: {msg}" for path, msg in errors))
-
-
-def set_dotted(tree: dict, path: str, value: Any) -> None:
-    """Set ``tree['a']['b'] = value`` for ``path == 'a.b'``, creating dicts on the way."""
-    keys = path.split(".")
-    node = tree
-    for key in keys[:-1]:
-        child = node.get(key)
-        if not isinstance(child, dict):
-            child = {}
-            node[key] = child
-        node = child
-    node[keys[-1]] = value
 
 
 def merge(base: dict, delta: dict) -> dict:
@@ -92,11 +80,9 @@ def resolve_config(preset: str = "tiny", overrides: dict[str, Any] | None = None
     Raises:
         ConfigError: unknown preset, unknown key or bad value; every problem at once.
     """
-    from fer.presets import PRESETS
-
     if preset not in PRESETS:
         raise ConfigError([("preset", f"unknown preset {preset!r}; known: {', '.join(sorted(PRESETS))}")])
-    tree = merge(PRESETS[preset], overrides or {})
+    tree = merge(merge({}, PRESETS[preset]), overrides or {})
     tree["preset"] = preset
     try:
         return RunConfig.model_validate(tree)

@@ -1,8 +1,10 @@
-"""Named presets: each is a nested-dict delta over the defaults of ``fer.config.RunConfig``.
+"""Named presets: each is a delta over the defaults of ``fer.config.RunConfig``.
 
-Written as dotted paths (the keys ``--set`` and ``ablations.yaml`` use) and nested by ``merge``.
+Written as dotted paths (the keys ``--set`` and ``ablations.yaml`` use); ``fer.config.merge``
+nests them. Plain data, importing nothing, so ``fer.config`` can read it at import time.
 The defaults are already the toy model (tiny encoders, a random 2-layer LFM2 at width 64), so
-``tiny`` only shrinks the data; ``full`` is a delta over ``rtx3050``.
+``tiny`` shrinks the data (size, frames, audio length) and what scales with it (segments, ROI
+tokens), and trains in fp32; ``full`` is a delta over ``rtx3050``.
 
 - ``tiny``: every part at toy width (under 5M parameters), 64 px, 8 frames, 4 segments, 2 s of
   audio, 16 ROI patches of 64; tests and the demo.
@@ -15,8 +17,6 @@ FastConformer-large has no transformers-format checkpoint on the hub: convert NV
 ``nvidia/stt_en_fastconformer_ctc_large`` with transformers' ``convert_nemo_to_hf.py`` into
 ``weights/stt_en_fastconformer_ctc_large`` (or point ``model.audio.pretrained`` elsewhere).
 """
-
-from fer.config import merge
 
 TINY = {
     "data.size": 64, "data.frames": 8, "data.audio_seconds": 2.0,
@@ -42,8 +42,4 @@ FULL = {
     "train.memory_budget": None,  # needs far more than 8 GB: size the GPU, not the batch
 }  # fmt: skip
 
-PRESETS: dict[str, dict] = {
-    "tiny": merge({}, TINY),
-    "rtx3050": merge({}, RTX3050),
-    "full": merge({}, FULL),
-}
+PRESETS: dict[str, dict] = {"tiny": TINY, "rtx3050": RTX3050, "full": FULL}
