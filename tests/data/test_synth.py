@@ -247,17 +247,16 @@ def test_placement_scales_and_mirrors_the_box_and_keypoints():
     assert mirrored[:, 1] == pytest.approx(plain[:, 1])
 
 
-def test_blazeface_finds_the_manifest_face(small):
+def test_blazeface_finds_the_manifest_face(small, face_model):
     """The photo's hard-coded keypoints and box were measured with BlazeFace; the detector
-    must find the face at the manifest's box on the generated (warped, tinted) frames."""
-    from fer.data.face_model import MODEL_NAME, default_model_dir
+    must find the face at the manifest's box on the generated (warped, tinted) frames.
+
+    The model comes from the project's resolution ($FER_FACE_MODEL, then the cache), through
+    the ``face_model`` fixture, which fails rather than skips when it is missing."""
     from fer.data.faces import FaceDetector
 
-    model = default_model_dir() / MODEL_NAME
-    if not model.is_file():
-        pytest.skip(f"{model} missing: run `python -m fer.data.face_model` (make setup)")
     manifest = json.loads((small / MANIFEST).read_text())
-    detector = FaceDetector(model)
+    detector = FaceDetector(face_model)
     ious, errors = [], []
     try:
         for entry in manifest["clips"].values():
