@@ -46,6 +46,14 @@ def open_storage(storage: str):
     return JournalStorage(JournalFileBackend(str(path)))
 
 
+def _crashes(trials: list) -> int:
+    """How often a unit's trials failed by themselves (raised, NaN loss), not by a lost worker."""
+    from optuna.trial import TrialState
+
+    return sum(t.state == TrialState.FAIL and t.user_attrs.get("fail_reason") != WORKER_LOST
+               for t in trials)
+
+
 class Ledger:
     """Units of one study in an Optuna storage.
 
@@ -92,14 +100,18 @@ class Ledger:
         return out
 
     def status(self, keys: list[str]) -> dict[str, str]:
-        """``finished``, ``running``, ``queued``, ``failed xN`` or ``new`` per unit key."""
+        """``finished``, ``running``, ``queued``, ``failed xN`` or ``new`` per unit key.
+
+        N counts the unit's own failures, as ``--retries`` does: a reclaim from a lost worker
+        is not one.
+        """
         from optuna.trial import TrialState
 
         trials = self.by_key()
         out = {}
         for key in keys:
             states = [t.state for t in trials.get(key, [])]
-            fails = sum(s == TrialState.FAIL for s in states)
+            fails = _crashes(trials.get(key, []))
             if TrialState.COMPLETE in states:
                 out[key] = "finished"
             elif TrialState.RUNNING in states:
@@ -171,9 +183,7 @@ class Ledger:
                 if any(t.state in (TrialState.COMPLETE, TrialState.RUNNING, TrialState.WAITING)
                        for t in states):
                     continue
-                crashes = sum(t.state == TrialState.FAIL and t.user_attrs.get("fail_reason") != WORKER_LOST
-                              for t in states)
-                if crashes <= retries:
+                if _crashes(states) <= retries:
                     self.study.enqueue_trial({}, user_attrs=self.unit_attrs(unit))
         return reaped
 
