@@ -82,20 +82,41 @@ def axis_points(axes: dict[str, list[Any]], zips: list[list[str]]) -> list[dict[
     return [dict(kv for d in combo for kv in d.items()) for combo in itertools.product(*blocks)]
 
 
+def override_clashes(overrides, varied, what: str) -> list[tuple[str, str]]:
+    """Overridden paths that would set what a grid or a search varies, one error per path.
+
+    An axis value is applied after the overrides, so an override of the same path, or of a
+    section holding it (``model.fusion={layers: 3}`` against ``model.fusion.layers``), would be
+    silently replaced in every cell; one below an axis path would be merged into each value.
+
+    Args:
+        overrides: dotted paths set from the command line.
+        varied: dotted paths of the study's axes or the search's space.
+        what: how to name a varied path in the message (``"an axis of this study"``).
+    """
+    errors = []
+    for path in overrides:
+        hit = [v for v in varied if v == path or v.startswith(path + ".") or path.startswith(v + ".")]
+        if hit == [path]:
+            errors.append((path, f"is {what}; it cannot also be overridden"))
+        elif hit:
+            errors.append((path, f"overlaps {', '.join(hit)}, {what}; it cannot also be overridden"))
+    return errors
+
+
 def expand_cells(spec, defaults, *, preset: str | None = None,
                  overrides: dict[str, Any] | None = None) -> list[Cell]:
     """Resolve every cell's full config.
 
-    Precedence: preset < defaults.overrides < study overrides < CLI overrides < axis values.
+    Precedence: preset < defaults.overrides < study overrides < CLI overrides < axis values;
+    a CLI override may not touch an axis (see ``override_clashes``).
 
     Raises:
-        ConfigError: every bad axis path or value, with the path.
+        ConfigError: every bad axis path or value and every override of an axis, with the path.
     """
     base = {**defaults.overrides, **spec.overrides, **(overrides or {})}
-    clash = sorted(set(overrides or {}) & set(spec.axes))
-    if clash:
-        raise ConfigError([(p, "is an axis of this study; it cannot also be overridden") for p in clash])
-    cells, errors = [], []
+    errors = override_clashes(overrides or {}, spec.axes, "an axis of this study")
+    cells = []
     for point in axis_points(spec.axes, spec.zip):
         try:
             cfg = resolve_config(preset or defaults.preset, {**base, **point})
