@@ -1,7 +1,8 @@
 """Atomic file writes: a reader sees the old file or the whole new one, never a part.
 
 Every writer in the project (prepared clips, feature cache, face model, synthetic data, reports,
-exported YAML) goes through :func:`atomic_path`: it hands out a temporary file beside the target,
+exported YAML) goes through :func:`atomic_path` (a whole folder, such as a converted checkpoint:
+:func:`atomic_dir`): it hands out a temporary file beside the target,
 and only when the writer returned does the file get flushed to disk and ``os.replace``-d over the
 final name. A writer that raises, or a process killed mid-write, leaves at most a temporary file
 named ``.<name>.<pid>.<random>.tmp``, which :func:`remove_stale_temps` deletes once that pid is gone.
@@ -10,6 +11,7 @@ named ``.<name>.<pid>.<random>.tmp``, which :func:`remove_stale_temps` deletes o
 from __future__ import annotations
 
 import os
+import shutil
 import tempfile
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -42,15 +44,36 @@ def atomic_path(path: Path | str, *, mode: int = 0o644) -> Iterator[Path]:
     tmp = Path(name)
     try:
         yield tmp
-        fd = os.open(tmp, os.O_RDONLY)
-        try:
-            os.fsync(fd)
-        finally:
-            os.close(fd)
+        _fsync(tmp)
         os.chmod(tmp, mode)
         os.replace(tmp, path)
     except BaseException:
         tmp.unlink(missing_ok=True)
+        raise
+
+
+@contextmanager
+def atomic_dir(path: Path | str) -> Iterator[Path]:
+    """A temporary folder beside ``path`` that becomes ``path``, whole, when the block succeeds.
+
+    For writers of several files that belong together (a converted checkpoint). ``path`` must
+    not exist; on any error the temporary folder is removed and nothing appears.
+
+    Yields:
+        The temporary folder (empty, named ``.<name>.<pid>.<random>.tmp``).
+    """
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(dir=path.parent, prefix=f".{path.name}.{os.getpid()}.", suffix=TEMP_SUFFIX))
+    try:
+        yield tmp
+        for file in sorted(tmp.rglob("*")):
+            if file.is_file():
+                _fsync(file)
+        tmp.chmod(0o755)  # mkdtemp makes it private
+        os.rename(tmp, path)  # refuses to replace a folder that appeared meanwhile with contents
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
         raise
 
 
@@ -80,6 +103,14 @@ def atomic_write_text(path: Path | str, text: str) -> Path:
     return Path(path)
 
 
+def _fsync(path: Path) -> None:
+    fd = os.open(path, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
 def remove_stale_temps(folder: Path | str) -> list[Path]:
     """Delete the temporary files in ``folder`` whose writer is no longer running.
 
@@ -95,6 +126,9 @@ def remove_stale_temps(folder: Path | str) -> list[Path]:
         pid = int(parts[-3]) if len(parts) >= 4 and parts[-3].isdigit() else None
         if pid is not None and pid_alive(pid):
             continue
-        tmp.unlink(missing_ok=True)
+        if tmp.is_dir():  # an atomic_dir's folder
+            shutil.rmtree(tmp, ignore_errors=True)
+        else:
+            tmp.unlink(missing_ok=True)
         removed.append(tmp)
     return removed

@@ -11,7 +11,7 @@ from pathlib import Path
 
 import pytest
 
-from fer.atomic import atomic_open, atomic_path, atomic_write_bytes, atomic_write_text, remove_stale_temps
+from fer.atomic import atomic_dir, atomic_open, atomic_path, atomic_write_bytes, atomic_write_text, remove_stale_temps
 
 
 def test_write_replaces_whole_file_readable_by_others(tmp_path):
@@ -84,3 +84,25 @@ def test_stale_temp_without_pid_is_removed_live_ones_kept(tmp_path):
     removed = remove_stale_temps(tmp_path)
     assert [p.name for p in removed] == [".x.npz.tmp"]
     assert live.exists() and keep.exists()
+
+
+def test_folder_appears_whole_or_not_at_all(tmp_path):
+    out = tmp_path / "ckpt"
+    with pytest.raises(RuntimeError), atomic_dir(out) as tmp:
+        (tmp / "config.json").write_text("{}")
+        raise RuntimeError("conversion failed")
+    assert list(tmp_path.iterdir()) == []
+    with atomic_dir(out) as tmp:
+        (tmp / "config.json").write_text("{}")
+        (tmp / "model.safetensors").write_bytes(b"w")
+    assert sorted(p.name for p in out.iterdir()) == ["config.json", "model.safetensors"]
+    assert [p.name for p in tmp_path.iterdir()] == ["ckpt"]
+
+
+def test_dead_writers_folder_is_removed(tmp_path):
+    dead = subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"], capture_output=True,
+                          text=True, check=True).stdout.strip()
+    left = tmp_path / f".ckpt.{dead}.x1y2.tmp"
+    (left / "sub").mkdir(parents=True)
+    (left / "sub" / "w.bin").write_bytes(b"1")
+    assert remove_stale_temps(tmp_path) == [left] and not left.exists()

@@ -10,30 +10,27 @@ extracted, yet an archive with a member at an absolute path or under ``..`` is r
 ``nemo_mapping`` holds the config and weight-name mapping.
 
 The output folder appears complete or not at all: the model is saved into a temporary folder
-beside it (``.<name>.<pid>.<random>.partial``) that is renamed onto it once complete. Every check
+beside it (:func:`fer.atomic.atomic_dir`) that is renamed onto it once complete. Every check
 runs before anything is written, so a checkpoint that cannot convert leaves no trace on disk.
 """
 
 from __future__ import annotations
 
 import io
-import os
 import pickle
-import shutil
 import tarfile
-import tempfile
 import zlib
-from collections.abc import Callable, Mapping
+from collections.abc import Mapping
 from pathlib import Path, PurePosixPath
 
 import torch
 import yaml
 
+from fer.atomic import atomic_dir
 from fer.weights.nemo_mapping import CTC_HEAD_KEY, NemoConversionError, ctc_config_from_nemo, map_state_dict
 
 CONFIG_MEMBER = "model_config.yaml"
 WEIGHTS_MEMBER = "model_weights.ckpt"
-PARTIAL_SUFFIX = ".partial"
 
 
 def _unsafe(name: str) -> bool:
@@ -128,28 +125,6 @@ def _load_checked(model: torch.nn.Module, weights: Mapping[str, torch.Tensor], r
     model.load_state_dict({target: weights[source] for target, source in renames.items()}, strict=True)
 
 
-def _publish_dir(out_dir: Path, write: Callable[[Path], None]) -> Path:
-    """Run ``write`` on a temporary folder beside ``out_dir`` and rename it onto ``out_dir`` when
-    ``write`` returns; on any error the temporary folder is removed and ``out_dir`` is untouched."""
-    out_dir.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(dir=out_dir.parent, prefix=f".{out_dir.name}.{os.getpid()}.", suffix=PARTIAL_SUFFIX))
-    try:
-        write(tmp)
-        for path in tmp.rglob("*"):
-            if path.is_file():
-                fd = os.open(path, os.O_RDONLY)
-                try:
-                    os.fsync(fd)
-                finally:
-                    os.close(fd)
-        tmp.chmod(0o755)  # mkdtemp makes it private
-        os.rename(tmp, out_dir)  # fails if out_dir appeared meanwhile with contents
-    except BaseException:
-        shutil.rmtree(tmp, ignore_errors=True)
-        raise
-    return out_dir
-
-
 def convert_nemo(nemo_path: Path, out_dir: Path) -> Path:
     """Convert a NeMo FastConformer CTC checkpoint into a transformers ``ParakeetForCTC`` folder.
 
@@ -176,4 +151,6 @@ def convert_nemo(nemo_path: Path, out_dir: Path) -> Path:
     renames = map_state_dict(weights, d_model=ctc_config.encoder_config.hidden_size)
     model = ParakeetForCTC(ctc_config)
     _load_checked(model, weights, renames)
-    return _publish_dir(out_dir, model.save_pretrained)
+    with atomic_dir(out_dir) as tmp:
+        model.save_pretrained(tmp)
+    return out_dir
