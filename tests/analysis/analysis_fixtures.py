@@ -67,3 +67,27 @@ def log_unit(client, exp, parent, *, study, cell, axes, fold, seed, status, uar,
     return rid
 
 
+
+
+def log_modality_study(client, store: Store, artifacts: Path, tmp: Path, *, cells=DECLARED, folds=FOLDS,
+                       seeds=SEEDS, start: int = 1_700_000_000_000) -> int:
+    """Log study ``modality`` into a new experiment: every cell x fold x seed in the order given
+    (start times rise in that order), one unit left RUNNING and one resumed after a FAILED run.
+    Run ids go to ``store.run_ids``; returns the last start time used."""
+    exp = client.create_experiment(STUDY, artifact_location=artifacts.as_uri())
+    for cell in cells:
+        parent = client.create_run(exp, tags={"study": STUDY, "cell": cell, "kind": "cell"}, start_time=start)
+        for fold in folds:
+            for seed in seeds:
+                start += 10_000
+                key = (cell, fold, seed)
+                common = dict(study=STUDY, cell=cell, axes={"model.modality": cell}, fold=fold, seed=seed,
+                              start=start, tmp=tmp)
+                if key == RESUMED:
+                    store.run_ids["failed"] = log_unit(client, exp, parent.info.run_id, status="FAILED",
+                                                       uar=0.0, **{**common, "start": start - 5000})
+                status = "RUNNING" if key == UNFINISHED else "FINISHED"
+                store.run_ids[key] = log_unit(client, exp, parent.info.run_id, status=status,
+                                              uar=unit_uar(cell, fold, seed), **common)
+        client.set_terminated(parent.info.run_id, "FINISHED")
+    return start

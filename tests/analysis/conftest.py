@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import pandas as pd
 import pytest
-from analysis_fixtures import FOLDS, RESUMED, SEEDS, STUDY, UNFINISHED, Store, log_unit, unit_uar
+from analysis_fixtures import Store, log_modality_study, log_unit
 
 
 @pytest.fixture(scope="session")
@@ -21,24 +21,8 @@ def mlflow_store(tmp_path_factory) -> Store:
     tmp = root / "upload"
     tmp.mkdir()
 
-    exp = client.create_experiment(STUDY, artifact_location=(root / "artifacts").as_uri())
-    start = 1_700_000_000_000
     # Cells logged in an order unlike both the declared and the sorted one.
-    for cell in ("av", "audio", "visual"):
-        parent = client.create_run(exp, tags={"study": STUDY, "cell": cell, "kind": "cell"}, start_time=start)
-        for fold in FOLDS:
-            for seed in SEEDS:
-                start += 10_000
-                key = (cell, fold, seed)
-                common = dict(study=STUDY, cell=cell, axes={"model.modality": cell}, fold=fold, seed=seed,
-                              start=start, tmp=tmp)
-                if key == RESUMED:
-                    store.run_ids["failed"] = log_unit(client, exp, parent.info.run_id, status="FAILED",
-                                                        uar=0.0, **{**common, "start": start - 5000})
-                status = "RUNNING" if key == UNFINISHED else "FINISHED"
-                store.run_ids[key] = log_unit(client, exp, parent.info.run_id, status=status,
-                                               uar=unit_uar(cell, fold, seed), **common)
-        client.set_terminated(parent.info.run_id, "FINISHED")
+    start = log_modality_study(client, store, root / "artifacts", tmp, cells=("av", "audio", "visual"))
 
     exp = client.create_experiment("roi", artifact_location=(root / "artifacts-roi").as_uri())
     for k in (16, None, 4):

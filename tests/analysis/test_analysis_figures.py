@@ -1,4 +1,4 @@
-"""Figures by axis type: the plotted values, the files written, reproducible bytes."""
+"""Figures by axis type: the plotted values, the files written."""
 
 import numpy as np
 import pandas as pd
@@ -87,13 +87,11 @@ def test_confusion_and_recall_write_the_percentages():
     assert sorted({t.get_text() for t in heat.axes[0].texts}) == ["25", "50"]
 
 
-def test_saved_files_are_non_empty_and_reproducible(make_units, tmp_path):
+def test_saved_files_are_a_png_and_a_pdf(make_units, tmp_path):
+    """Their bytes across processes: test_report_determinism.py."""
     units = depth_units(make_units)
     first = save_figure(metric_figure(units, "test/uar"), tmp_path / "a" / "uar")
-    second = save_figure(metric_figure(units, "test/uar"), tmp_path / "b" / "uar")
     assert [p.name for p in first] == ["uar.png", "uar.pdf"]
-    for a, b in zip(first, second):
-        assert a.stat().st_size > 5000
-        assert a.read_bytes() == b.read_bytes()
+    assert all(p.stat().st_size > 5000 for p in first)
     assert first[0].read_bytes()[:8] == b"\x89PNG\r\n\x1a\n" and first[1].read_bytes()[:5] == b"%PDF-"
     assert not list(tmp_path.rglob("*.tmp"))

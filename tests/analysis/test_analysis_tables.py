@@ -1,4 +1,6 @@
-"""The results table: numbers, bold best, significance marks, fixed formatting, identical bytes."""
+"""The results table: numbers, bold best, significance marks, fixed formatting.
+
+Identical bytes across processes: test_report_determinism.py."""
 
 import re
 
@@ -67,19 +69,9 @@ def test_latex_is_booktabs_and_escaped(units):
     assert tex_escape("x^2 ~ {y}") == "x\\textasciicircum{}2 \\textasciitilde{} \\{y\\}"
 
 
-def test_same_units_same_bytes(units, make_units):
-    first = study_table(units, METRICS, "no_audio")
-    # Rebuilt from scratch: nothing carried over between the two.
-    rows = []
-    for cell, values in (("no_audio", REF), ("better", BETTER), ("same", SAME)):
-        for fold, v in enumerate(values):
-            status = "FAILED" if (cell == "same" and fold == 5) else "FINISHED"
-            rows.append((cell, fold, 0, status, {"test/uar": v, "test/war": v + 0.01}, {"fusion": cell}))
-    second = study_table(make_units(rows, axes={"fusion": "model.fusion.kind"}), METRICS, "no_audio")
-    assert render_csv(first) == render_csv(second)
-    assert render_markdown(first, METRICS, "c") == render_markdown(second, METRICS, "c")
-    assert render_latex(first, METRICS, "c", "t") == render_latex(second, METRICS, "c", "t")
-    header = render_csv(first).splitlines()[0].split(",")
+def test_csv_header_and_fixed_decimals(units):
+    csv = render_csv(study_table(units, METRICS, "no_audio"))
+    header = csv.splitlines()[0].split(",")
     assert header[:5] == ["cell", "fusion", "reference", "finished", "expected"]
     assert "test_uar_p_wilcoxon_holm" in header
-    assert render_csv(first).splitlines()[2].split(",")[header.index("test_uar_mean")] == f"{np.mean(BETTER):.6f}"
+    assert csv.splitlines()[2].split(",")[header.index("test_uar_mean")] == f"{np.mean(BETTER):.6f}"
