@@ -16,7 +16,7 @@ from studies.grid import Cell, Unit
 from studies.ledger import WORKER_LOST, Ledger
 
 ROOT = Path(__file__).resolve().parents[2]
-LEASE = 1.0  # seconds; short so that expiry is observable, long against a loaded machine's hiccups
+LEASE = 2.0  # seconds: short enough to watch expire, long against a loaded machine's stalls
 NAME = "ledger:toy"
 
 
@@ -70,8 +70,8 @@ def test_unit_whose_heartbeat_renews_is_never_reclaimed(storage):
     other = Ledger(storage, NAME, lease=LEASE)
     first_beat = _state(other, trial.number).user_attrs["heartbeat"]
 
-    with worker.heartbeat(trial, every=LEASE / 5):
-        deadline = time.time() + 3.5 * LEASE  # several lease periods
+    with worker.heartbeat(trial, every=LEASE / 10):
+        deadline = time.time() + 3 * LEASE  # several lease periods
         while time.time() < deadline:
             assert other.sync(units, retries=0) == []
             time.sleep(LEASE / 2)
