@@ -1,22 +1,29 @@
 """``reports/paper/``: every table declared in the ``paper:`` section, plus an efficiency table.
 
-The ``paper:`` section maps a table name to the study it summarises:
+The ``paper:`` section of ``ablations.yaml`` (schema and validation: ``studies.spec``):
 
     paper:
-      fusion-depth:
-        study: fusion-depth
-        metrics: [test/uar, test/war, test/f1]
-        caption: Effect of the number of LFM2 fusion layers
-        reference: layers-2          # optional; default: the study's first cell
+      tables:
+        fusion-depth:                # table name: fusion-depth.csv/.md/.tex
+          study: fusion-depth        # a declared study
+          metrics: [test/uar, test/war, test/f1]
+          caption: Effect of the number of LFM2 fusion layers.
+      efficiency:
+        tiny: {preset: tiny}         # row name: a preset plus optional overrides
 
-The efficiency table comes from rows the caller measures (``runner.py profile`` numbers):
-name, params, params_trainable, gflops, train_mem_mb, clips_per_s (the last three optional).
+A table's reference cell and row order are its study's: the study's declared ``reference`` and
+cell order. This module takes them as plain, already validated data (``PaperTable``).
+
+The efficiency table comes from rows the caller measures (``measure_efficiency``, the numbers of
+``runner.py profile``): name, params, params_trainable, gflops, train_mem_mb, clips_per_s (the
+last three optional).
 """
 
 from __future__ import annotations
 
 import math
 from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
 from pathlib import Path
 
 import pandas as pd
@@ -30,13 +37,20 @@ from analysis.tables import (CSV_FLOAT, reference_cell, render_csv, render_latex
 from fer.config import ConfigError, validation_errors
 
 
-class PaperTable(BaseModel):
-    """One declared paper table: which study, which metrics, what caption."""
+@dataclass(frozen=True)
+class PaperTable:
+    """One paper table, as ``studies.spec.Ablations.paper_tables`` hands it out.
 
-    model_config = ConfigDict(extra="forbid")
+    Attributes:
+        study: the study (= MLflow experiment) it summarises.
+        metrics: its metric columns, in order.
+        caption: the table's title sentence.
+        reference: the reference cell's name (None: the first cell).
+        cell_order: cell names in declared order (None: sorted by axis values).
+    """
 
     study: str
-    metrics: list[str] = Field(default_factory=lambda: ["test/uar", "test/war", "test/f1"], min_length=1)
+    metrics: list[str]
     caption: str
     reference: str | None = None
     cell_order: list[str] | None = None
@@ -62,23 +76,26 @@ EFFICIENCY_FIELDS = (("params", "params_m", "Params (M)", 1e-6, 2),
                      ("clips_per_s", "clips_per_s", "Clips/s", 1.0, 1))
 
 
-def parse_paper_spec(spec: Mapping) -> dict[str, PaperTable]:
-    """Validate a ``paper:`` section; every problem at once as ``paper.<table>.<field>``.
+def measure_efficiency(configs: Mapping) -> list[dict]:
+    """One efficiency row per named configuration (``runner.py profile`` numbers, meta device).
 
-    Raises:
-        ConfigError: not a mapping, or bad table entries.
+    Each configuration is measured at its own ``train.batch_size`` and ``train.precision`` (the
+    precision sets the bytes of each saved activation in the memory estimate).
+
+    Args:
+        configs: row name -> resolved ``RunConfig``.
+
+    Returns:
+        Rows of name, params, params_trainable, gflops, train_mem_mb, for ``write_paper``.
     """
-    if not isinstance(spec, Mapping) or not spec:
-        raise ConfigError([("paper", "expected a non-empty mapping of table name -> {study, metrics, caption}")])
-    tables, errors = {}, []
-    for name, entry in spec.items():
-        try:
-            tables[str(name)] = PaperTable.model_validate(entry)
-        except ValidationError as exc:
-            errors += validation_errors(exc, prefix=f"paper.{name}")
-    if errors:
-        raise ConfigError(errors)
-    return tables
+    from fer.models.profile import profile_model
+
+    rows = []
+    for name, cfg in configs.items():
+        total = profile_model(cfg, batch=cfg.train.batch_size, precision=cfg.train.precision)["total"]
+        rows.append({"name": name, "params": total["params_total"], "params_trainable": total["params_trainable"],
+                     "gflops": total["gflops_per_clip"], "train_mem_mb": total["train_mem_estimate_mb"]})
+    return rows
 
 
 def efficiency_table(rows: pd.DataFrame | Sequence[Mapping]) -> pd.DataFrame:
@@ -130,12 +147,13 @@ def render_efficiency(table: pd.DataFrame) -> dict[str, str]:
             "csv": table.to_csv(index=False, float_format=CSV_FLOAT, lineterminator="\n")}
 
 
-def write_paper(paper_spec: Mapping, *, tracking_uri: str, out_dir: Path,
+def write_paper(tables: Mapping[str, Mapping], *, tracking_uri: str, out_dir: Path,
                 efficiency: pd.DataFrame | Sequence[Mapping] | None = None, command: str | None = None) -> list[Path]:
     """Write every declared table (``<name>.csv/.md/.tex``), the efficiency table and a README.
 
     Args:
-        paper_spec: the ``paper:`` section (table name -> study, metrics, caption, reference).
+        tables: table name -> the fields of ``PaperTable`` (study, metrics, caption, reference,
+            cell_order), validated by the caller (``studies.spec``).
         tracking_uri: MLflow tracking URI the studies were logged to.
         out_dir: output folder, conventionally ``reports/paper``.
         efficiency: rows of name, params, gflops and optionally params_trainable, train_mem_mb,
@@ -146,11 +164,11 @@ def write_paper(paper_spec: Mapping, *, tracking_uri: str, out_dir: Path,
         Every written path, README.md last.
 
     Raises:
-        ConfigError: an invalid spec or efficiency row (nothing is written).
+        ConfigError: an invalid efficiency row (nothing is written).
         ReportError: a declared study without finished units, or a bad reference/metric.
     """
     out_dir = Path(out_dir)
-    tables = parse_paper_spec(paper_spec)
+    tables = {name: PaperTable(**entry) for name, entry in tables.items()}
     eff = efficiency_table(efficiency) if efficiency is not None else None
     # Every study is read and checked before the first file is written.
     texts: list[tuple[Path, str, str]] = []

@@ -1,7 +1,7 @@
 """``reports/<study>/``: every table, figure and confusion matrix of one study, from MLflow alone.
 
     write_study_report("fusion-depth", tracking_uri="sqlite:///mlflow.db",
-                       out_dir=Path("reports/fusion-depth"), reference="layers-2")
+                       out_dir=Path("reports/fusion-depth"), reference="layers=2")
 
 Unfinished units do not block a report: each cell shows its finished / expected units. A study
 without a single finished unit is a ``ReportError``.

@@ -1,5 +1,11 @@
 """MLflow logging of one unit, called from outside the training loop.
 
+A unit (one config trained on one fold with one seed) is one MLflow run, the child of a parent
+run (a study's cell, a search's trial). ``tracked_unit`` owns that run from start to end: the tags
+``analysis.load`` reads (``unit_tags``), the flattened config as params, the epoch callback, the
+final metrics and artifacts, and the terminal status. Study and search both use it, so a unit
+looks the same in MLflow whichever of them trained it.
+
 The loop reports through a callback (``on_epoch_end``); ``UnitLogger`` is that callback for MLflow
 and sends one ``log_batch`` per epoch, never one round trip per value. Final metrics go in one
 batch and the artifacts are written once per unit. mlflow is imported lazily (about 3 s).
@@ -14,6 +20,7 @@ import json
 import subprocess
 import tempfile
 import time
+import traceback
 from importlib import metadata
 from pathlib import Path
 from typing import Any
@@ -23,6 +30,7 @@ from fer.labels import EMOTIONS
 VERSIONED_PACKAGES = ("torch", "torchvision", "transformers", "timm", "accelerate", "peft", "optuna",
                       "mlflow", "mediapipe", "av", "numpy", "scikit-learn", "fer")
 MAX_PARAMS_PER_BATCH = 100  # MLflow's limit per log_batch call
+MAX_TAG_CHARS = 5000  # a fail reason (with its traceback) is cut to this; MLflow refuses long tags
 
 
 @functools.cache
@@ -73,6 +81,23 @@ def ensure_experiment(client, name: str) -> str:
         if exp is None:
             raise
         return exp.experiment_id
+
+
+def unit_tags(*, study: str, cell: str, fold: int, seed: int, config, axes: dict[str, Any],
+              **extra: Any) -> dict[str, str]:
+    """The tags of a unit's run: the contract ``analysis.load`` reads.
+
+    Args:
+        study: MLflow experiment and report name (``search-<name>`` for a search).
+        cell: the cell's name (``layers=2``), or ``trial<N>`` for a search trial.
+        fold, seed: the unit's fold index and seed.
+        config: the unit's resolved ``RunConfig`` (its protocol becomes a tag).
+        axes: ``{dotted config path: value}`` that make this cell (a trial's suggested params).
+        extra: further tags of the caller (ledger trial, unit key, Optuna trial), as strings.
+    """
+    return {"study": study, "cell": cell, "fold": str(fold), "seed": str(seed),
+            "protocol": config.data.protocol, "kind": "unit", "git_commit": git_commit(),
+            "axes": json.dumps(axes), **{k: str(v) for k, v in extra.items()}}
 
 
 def start_unit_run(client, experiment_id: str, *, parent_run_id: str | None, tags: dict[str, str],
@@ -148,3 +173,76 @@ def log_unit_result(client, run_id: str, result, *, config=None) -> None:
             (out / "warnings.txt").write_text("\n".join(warnings) + "\n")
             client.set_tag(run_id, "warnings", " | ".join(warnings)[:5000])
         client.log_artifacts(run_id, str(out))
+
+
+def end_run(client, run_id: str, status: str, reason: str | None = None) -> None:
+    """Set a run's terminal status (FINISHED, FAILED or KILLED); a reason goes to tag ``fail_reason``."""
+    if reason:
+        client.set_tag(run_id, "fail_reason", reason[:MAX_TAG_CHARS])
+    client.set_terminated(run_id, status)
+
+
+class TrackedRun:
+    """A started MLflow run that ends with the ``with`` block around its work.
+
+    The block ending normally -> FINISHED. An exception of a ``killed_by`` type (a pruned Optuna
+    trial) or an interrupt (Ctrl-C, SystemExit) -> KILLED: the work was stopped, not broken. Any
+    other exception -> FAILED with ``fail_reason`` = the exception and its traceback. The
+    exception always propagates: what it means for the study or search is the caller's business.
+
+    Attributes:
+        run_id: the MLflow run id.
+        logger: the training loop's epoch callback (``UnitLogger``) for this run.
+    """
+
+    def __init__(self, client, run_id: str, *, config=None,
+                 killed_by: tuple[type[BaseException], ...] = ()):
+        self.client, self.run_id, self.config, self.killed_by = client, run_id, config, killed_by
+        self.logger = UnitLogger(client, run_id)
+
+    def log(self, result) -> None:
+        """The unit's final metrics and artifacts (``log_unit_result``), with its config."""
+        log_unit_result(self.client, self.run_id, result, config=self.config)
+
+    def __enter__(self) -> "TrackedRun":
+        return self
+
+    def __exit__(self, exc_type, exc, tb) -> bool:
+        if exc is None:
+            end_run(self.client, self.run_id, "FINISHED")
+        elif isinstance(exc, self.killed_by) or not isinstance(exc, Exception):
+            end_run(self.client, self.run_id, "KILLED", f"{type(exc).__name__}: {exc}")
+        else:
+            trace = "".join(traceback.format_exception(exc_type, exc, tb))
+            end_run(self.client, self.run_id, "FAILED", f"{type(exc).__name__}: {exc}\n{trace}")
+        return False
+
+
+def tracked_unit(client, experiment_id: str, *, parent_run_id: str | None, tags: dict[str, str], config,
+                 run_name: str, killed_by: tuple[type[BaseException], ...] = ()) -> TrackedRun:
+    """Start a unit's run now (tags, flattened config as params, package versions); end it with ``with``.
+
+        tags = unit_tags(study="modality", cell="modality=av", fold=0, seed=0, config=cfg, axes=...)
+        with tracked_unit(client, experiment_id, parent_run_id=parent, tags=tags, config=cfg,
+                          run_name="modality=av/fold0/seed0") as unit:
+            result = run_unit(cfg, ..., callback=unit.logger)
+            unit.log(result)
+
+    The run is created by this call, before the ``with``: its id can be recorded (in the ledger,
+    in an Optuna trial) before the work starts, and a tracking store that cannot be reached is
+    an error of the caller, not a failed unit.
+
+    Args:
+        client: an ``MlflowClient``.
+        experiment_id: the study's (or search's) experiment.
+        parent_run_id: the cell's or trial's run; None for a top-level run.
+        tags: ``unit_tags(...)``.
+        config: the unit's resolved ``RunConfig``: params, ``config.yaml`` artifact.
+        run_name: the run's display name.
+        killed_by: exception types that end the run KILLED instead of FAILED.
+    """
+    from fer.config import flatten
+
+    run_id = start_unit_run(client, experiment_id, parent_run_id=parent_run_id, tags=tags,
+                            params=flatten(config), run_name=run_name)
+    return TrackedRun(client, run_id, config=config, killed_by=killed_by)

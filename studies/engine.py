@@ -13,34 +13,16 @@ import contextlib
 import hashlib
 import json
 import statistics
-import traceback
-from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable
 
 from studies.grid import Cell, Unit, expand_cells, resolve_folds, study_units
 from studies.ledger import Ledger
+from studies.options import RunOptions
 
 SUMMARY_METRICS = ("test/war", "test/uar", "test/f1")
-
-
-@dataclass
-class StudyOptions:
-    """What the ``study`` command line says, beyond the study's declaration."""
-
-    data_root: Path | None = None
-    cache_dir: Path = Path.home() / ".cache" / "fer"
-    folds: list[int] | None = None
-    seeds: list[int] | None = None
-    preset: str | None = None
-    overrides: dict[str, Any] = field(default_factory=dict)
-    max_epochs: int | None = None
-    storage: str = "runs/ledger.journal"
-    tracking_uri: str = "sqlite:///mlflow.db"
-    retries: int = 1
-    lease: float = 120.0
-    feature_cache: bool = True
-    prepare_workers: int = 1
+WORKER_LOST = "worker lost (process died or heartbeat expired)"
+StudyOptions = RunOptions  # the former name; tests/analysis/test_analysis_e2e.py still imports it
 
 
 def data_manifest(data_root: Path | None, vocal_channel: str) -> str:
@@ -57,17 +39,14 @@ def data_manifest(data_root: Path | None, vocal_channel: str) -> str:
     return hashlib.sha256(json.dumps(rows).encode()).hexdigest()[:16]
 
 
-def plan(name: str, ablations, opts: StudyOptions) -> tuple[list[Cell], list[Unit]]:
+def plan(name: str, ablations, opts: RunOptions) -> tuple[list[Cell], list[Unit]]:
     """The cells and units of study ``name`` under these options (no side effects).
 
     Raises:
-        KeyError: unknown study (the message lists the declared ones).
+        StudyError: unknown study (the message lists the declared ones).
         ConfigError: bad overrides, axis values, folds.
     """
-    if name not in ablations.studies:
-        known = ", ".join(sorted(ablations.studies)) or "(none)"
-        raise KeyError(f"unknown study {name!r}; declared studies: {known}")
-    spec = ablations.studies[name]
+    spec = ablations.study(name)
     overrides = dict(opts.overrides)
     if not opts.feature_cache:
         overrides["train.feature_cache"] = False  # part of the config, so of the unit key too
@@ -120,21 +99,21 @@ class _Tracker:
                 self.ledger.set_study_attr(key, run_id)
         return run_id
 
-    def start(self, unit: Unit, trial) -> str:
-        from fer.config import flatten
-        from fer.tracking import start_unit_run
+    def start(self, unit: Unit, trial):
+        """The unit's run, started as a child of its cell's run; ``with`` it around the training."""
+        from fer.tracking import tracked_unit, unit_tags
 
-        tags = {"study": unit.study, "cell": unit.cell.name, "fold": str(unit.fold),
-                "seed": str(unit.seed), "protocol": unit.cell.config.data.protocol,
-                "unit_key": unit.key, "git_commit": self.commit, "kind": "unit",
-                "axes": json.dumps(unit.cell.axes), "ledger_trial": str(trial.number),
-                "ledger_storage": self.ledger.storage_path}
-        return start_unit_run(self.client, self.experiment_id, parent_run_id=self.parent(unit.cell),
-                              tags=tags, params=flatten(unit.cell.config), run_name=unit.label)
+        tags = unit_tags(study=unit.study, cell=unit.cell.name, fold=unit.fold, seed=unit.seed,
+                         config=unit.cell.config, axes=unit.cell.axes, unit_key=unit.key,
+                         ledger_trial=trial.number, ledger_storage=self.ledger.storage_path)
+        return tracked_unit(self.client, self.experiment_id, parent_run_id=self.parent(unit.cell), tags=tags,
+                            config=unit.cell.config, run_name=unit.label)
 
-    def fail(self, run_id: str, reason: str, status: str = "FAILED") -> None:
-        self.client.set_tag(run_id, "fail_reason", reason[:5000])
-        self.client.set_terminated(run_id, status)
+    def lost(self, run_id: str) -> None:
+        """The run of a unit whose worker died: KILLED (the unit is trained again)."""
+        from fer.tracking import end_run
+
+        end_run(self.client, run_id, "KILLED", WORKER_LOST)
 
     def summarise_cell(self, cell: Cell, units: list[Unit]) -> None:
         """When every unit of the cell is finished, its parent gets mean and std of test metrics."""
@@ -183,19 +162,22 @@ class _Processes:
         return broadcast_object_list([value])[0]
 
 
-def run_study(name: str, ablations, opts: StudyOptions, *,
+def run_study(name: str, ablations, opts: RunOptions, *,
               run_fn: Callable[..., Any] | None = None, echo: Callable[[str], None] = print) -> dict:
     """Train every unclaimed unit of study ``name``; returns counts of what this worker did.
 
     Workers are processes started with the same command (one per GPU, or several per machine):
     each claims units from the ledger. Started under ``accelerate launch``, the launched processes
     form ONE worker that trains each unit data-parallel across them.
+
+    Raises:
+        StudyError: unknown study, or no data root.
+        ConfigError: bad overrides, axis values, folds (before anything runs).
     """
     import math
 
+    data_root = opts.require_data_root("study")
     cells, units = plan(name, ablations, opts)
-    if opts.data_root is None:
-        raise ValueError("a study needs --data-root (a RAVDESS folder or the synthetic one)")
     run_fn = run_fn or _default_run_fn()
     procs = _Processes()
     ledger = tracker = None
@@ -206,46 +188,45 @@ def run_study(name: str, ablations, opts: StudyOptions, *,
     by_key = {u.key: u for u in units}
     units_of_cell = {c.name: [u for u in units if u.cell.name == c.name] for c in cells}
     done = {"finished": 0, "failed": 0, "reclaimed": 0}
-    from fer.tracking import UnitLogger, log_unit_result
 
     while True:
-        trial = run_id = None
+        trial = tracked = None  # the main process's ledger trial and MLflow run of the unit
         if procs.main:
             for stale in ledger.sync(units, opts.retries):
                 done["reclaimed"] += 1
                 if stale.user_attrs.get("mlflow_run_id"):
-                    tracker.fail(stale.user_attrs["mlflow_run_id"],
-                                 "worker lost (process died or heartbeat expired)", "KILLED")
+                    tracker.lost(stale.user_attrs["mlflow_run_id"])
             trial = ledger.claim(set(by_key))
             if trial is not None:
-                run_id = tracker.start(by_key[trial.user_attrs["unit_key"]], trial)
-                ledger.set_attrs(trial, mlflow_run_id=run_id)
+                tracked = tracker.start(by_key[trial.user_attrs["unit_key"]], trial)
+                ledger.set_attrs(trial, mlflow_run_id=tracked.run_id)
         key = procs.share(None if trial is None else trial.user_attrs["unit_key"])
         if key is None:
             break
         unit = by_key[key]
         if procs.main:
-            echo(f"[{name}] {unit.label}: training (mlflow run {run_id})")
+            echo(f"[{name}] {unit.label}: training (mlflow run {tracked.run_id})")
+        # The run ends FINISHED, or FAILED with the reason, as the block ends (fer.tracking.TrackedRun).
+        tracking = tracked if procs.main else contextlib.nullcontext()
+        beating = ledger.heartbeat(trial) if procs.main else contextlib.nullcontext()
         try:
-            with ledger.heartbeat(trial) if procs.main else contextlib.nullcontext():
-                result = run_fn(unit.cell.config, data_root=opts.data_root, cache_dir=opts.cache_dir,
+            with tracking, beating:
+                result = run_fn(unit.cell.config, data_root=data_root, cache_dir=opts.cache_dir,
                                 fold=unit.fold, seed=unit.seed,
-                                callback=UnitLogger(tracker.client, run_id) if procs.main else None,
+                                callback=tracked.logger if procs.main else None,
                                 max_epochs=opts.max_epochs)
                 if procs.main:
-                    log_unit_result(tracker.client, run_id, result, config=unit.cell.config)
+                    tracked.log(result)
         except Exception as exc:  # a unit's failure must not stop the study
             reason = f"{type(exc).__name__}: {exc}"
             done["failed"] += 1
             if procs.main:
                 echo(f"[{name}] {unit.label}: FAILED: {reason}")
-                tracker.fail(run_id, reason + "\n" + traceback.format_exc())
                 ledger.fail(trial, reason)
             continue
         done["finished"] += 1
         if not procs.main:
             continue
-        tracker.client.set_terminated(run_id, "FINISHED")
         val = float(result.metrics.get("val/uar_best", float("nan")))
         test = {k: float(v) for k, v in result.metrics.items() if k in SUMMARY_METRICS}
         ledger.complete(trial, val if math.isfinite(val) else 0.0, test_metrics=test)

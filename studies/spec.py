@@ -2,8 +2,10 @@
 
 Loading validates everything at once and reports each problem with its key path, e.g.
 ``studies.fusion-depth.axes.model.fusion.layerz: names no config field``. Nothing runs on a
-bad file. Axis paths and search parameters are checked against the real ``RunConfig`` by
-resolving every cell, so a typo in a dotted path cannot slip through.
+bad file. Axis paths, search parameters and the paper's efficiency rows are checked against the
+real ``RunConfig`` by resolving them, so a typo in a dotted path cannot slip through. This is the
+only validator of the file: the layers that use a section (``analysis.paper``) take the plain
+data these models hand out.
 """
 
 from __future__ import annotations
@@ -14,7 +16,8 @@ from typing import Any, Literal
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
-from fer.config import ConfigError, validation_errors
+from fer.config import ConfigError, RunConfig, resolve_config, validation_errors
+from studies.options import StudyError
 
 
 class SpecError(ValueError):
@@ -56,6 +59,19 @@ class StudySpec(_Strict):
                 raise ValueError(f"axis {path!r} has no values")
         return axes
 
+    def cell_names(self) -> list[str]:
+        """Every cell's name (``layers=2``) in declared order: the row order of its reports."""
+        from studies.grid import axis_points, cell_name
+
+        return [cell_name(p) for p in axis_points(self.axes, self.zip)]
+
+    def reference_cell(self) -> str | None:
+        """The name of the first cell whose axis values include ``reference``; None if none does."""
+        from studies.grid import axis_points, cell_name
+
+        return next((cell_name(p) for p in axis_points(self.axes, self.zip) if p == {**p, **self.reference}),
+                    None)
+
 
 class ParamSpec(_Strict):
     """One Optuna search dimension."""
@@ -82,14 +98,26 @@ class SearchSpec(_Strict):
 
 
 class PaperTable(_Strict):
+    """One table of the paper: a declared study's cells, in declared order, against its reference."""
+
     study: str
-    metrics: list[str] = ["test/uar", "test/war", "test/f1"]
+    metrics: list[str] = Field(default=["test/uar", "test/war", "test/f1"], min_length=1)
     caption: str
+
+
+class EfficiencyRow(_Strict):
+    """One configuration of the paper's efficiency table: a preset plus dotted overrides.
+
+    Not a delta over ``defaults``: a row names the configuration it measures in full.
+    """
+
+    preset: str | None = None  # None: the default preset
+    overrides: dict[str, Any] = {}
 
 
 class PaperSpec(_Strict):
     tables: dict[str, PaperTable] = {}
-    efficiency: dict[str, dict[str, Any]] = {}  # row name -> {"preset": ..., "overrides": {...}}
+    efficiency: dict[str, EfficiencyRow] = {}  # row name -> configuration
 
 
 class Ablations(_Strict):
@@ -97,6 +125,41 @@ class Ablations(_Strict):
     studies: dict[str, StudySpec] = {}
     searches: dict[str, SearchSpec] = {}
     paper: PaperSpec = PaperSpec()
+
+    def study(self, name: str) -> StudySpec:
+        """The declared study ``name``; a ``StudyError`` listing the declared ones otherwise."""
+        if name not in self.studies:
+            raise StudyError(f"unknown study {name!r}; declared studies: {', '.join(sorted(self.studies)) or '(none)'}")
+        return self.studies[name]
+
+    def search(self, name: str) -> SearchSpec:
+        """The declared search ``name``; a ``StudyError`` listing the declared ones otherwise."""
+        if name not in self.searches:
+            raise StudyError(f"unknown search {name!r}; declared searches: "
+                             f"{', '.join(sorted(self.searches)) or '(none)'}")
+        return self.searches[name]
+
+    def paper_tables(self) -> dict[str, dict[str, Any]]:
+        """Every paper table as plain data for ``analysis.paper.write_paper``: study, metrics,
+        caption, and the study's reference cell and cell order resolved to names."""
+        return {name: {"study": t.study, "metrics": list(t.metrics), "caption": t.caption,
+                       "reference": self.studies[t.study].reference_cell(),
+                       "cell_order": self.studies[t.study].cell_names()}
+                for name, t in self.paper.tables.items()}
+
+    def efficiency_configs(self) -> dict[str, RunConfig]:
+        """Every efficiency row's resolved configuration, by row name."""
+        return {name: resolve_config(row.preset or self.defaults.preset, row.overrides)
+                for name, row in self.paper.efficiency.items()}
+
+
+def _check_delta(where: str, preset: str, overrides: dict[str, Any]) -> list[tuple[str, str]]:
+    """Errors of a preset plus overrides that do not resolve, at ``where.preset`` / ``where.overrides.<path>``."""
+    try:
+        resolve_config(preset, overrides)
+    except ConfigError as exc:
+        return [(f"{where}.{'overrides.' if p != 'preset' else ''}{p}", m) for p, m in exc.errors]
+    return []
 
 
 def _locate(where: str, spec: StudySpec, path: str) -> str:
@@ -127,16 +190,23 @@ def _check_study(name: str, spec: StudySpec, defaults: Defaults) -> list[tuple[s
         cells = expand_cells(spec, defaults)
     except ConfigError as exc:
         return [(_locate(where, spec, p), m) for p, m in exc.errors]
-    if not any(c.axes == {**c.axes, **spec.reference} for c in cells):
+    if spec.reference_cell() is None:
         errors.append((f"{where}.reference", f"{spec.reference} matches no cell of the grid"))
-    if spec.folds != "all" and any(f < 0 for f in spec.folds):
-        errors.append((f"{where}.folds", "fold indices start at 0"))
-    return errors
+    return errors + _check_folds(where, spec.folds, cells[0].config.data.protocol)
+
+
+def _check_folds(where: str, folds, protocol: str) -> list[tuple[str, str]]:
+    """Declared fold indices that the protocol does not have, at ``where.folds``."""
+    from studies.grid import resolve_folds
+
+    try:
+        resolve_folds(folds, protocol)
+    except ConfigError as exc:
+        return [(f"{where}.{p}", m) for p, m in exc.errors]
+    return []
 
 
 def _check_search(name: str, spec: SearchSpec, defaults: Defaults) -> list[tuple[str, str]]:
-    from fer.config import resolve_config
-
     where = f"searches.{name}"
     errors: list[tuple[str, str]] = []
     sample: dict[str, Any] = {}
@@ -156,10 +226,10 @@ def _check_search(name: str, spec: SearchSpec, defaults: Defaults) -> list[tuple
     if errors:
         return errors
     try:
-        resolve_config(defaults.preset, {**defaults.overrides, **spec.overrides, **sample})
+        cfg = resolve_config(defaults.preset, {**defaults.overrides, **spec.overrides, **sample})
     except ConfigError as exc:
-        errors.extend((f"{where}.space.{p}", m) for p, m in exc.errors)
-    return errors
+        return [(f"{where}.space.{p}", m) for p, m in exc.errors]
+    return _check_folds(where, spec.folds, cfg.data.protocol)
 
 
 def validate(raw: Any, source: str = "ablations.yaml") -> Ablations:
@@ -170,13 +240,7 @@ def validate(raw: Any, source: str = "ablations.yaml") -> Ablations:
         spec = Ablations.model_validate(raw)
     except ValidationError as exc:
         raise SpecError(validation_errors(exc), source) from None
-    errors: list[tuple[str, str]] = []
-    try:
-        from fer.config import resolve_config
-
-        resolve_config(spec.defaults.preset, spec.defaults.overrides)
-    except ConfigError as exc:
-        errors.extend((f"defaults.{'overrides.' if p != 'preset' else ''}{p}", m) for p, m in exc.errors)
+    errors = _check_delta("defaults", spec.defaults.preset, spec.defaults.overrides)
     if not errors:
         for name, study in spec.studies.items():
             errors.extend(_check_study(name, study, spec.defaults))
@@ -185,6 +249,8 @@ def validate(raw: Any, source: str = "ablations.yaml") -> Ablations:
     for table, t in spec.paper.tables.items():
         if t.study not in spec.studies:
             errors.append((f"paper.tables.{table}.study", f"unknown study {t.study!r}"))
+    for row, decl in spec.paper.efficiency.items():
+        errors.extend(_check_delta(f"paper.efficiency.{row}", decl.preset or spec.defaults.preset, decl.overrides))
     if errors:
         raise SpecError(errors, source)
     return spec

@@ -16,26 +16,15 @@ from __future__ import annotations
 
 import json
 import statistics
-from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable
 
 import yaml
 
 from fer.atomic import atomic_write_text
-from fer.config import resolve_config
-
-
-@dataclass
-class TuneOptions:
-    data_root: Path | None = None
-    cache_dir: Path = Path.home() / ".cache" / "fer"
-    trials: int = 20
-    preset: str | None = None
-    overrides: dict[str, Any] = field(default_factory=dict)
-    max_epochs: int | None = None
-    storage: str = "runs/ledger.journal"
-    tracking_uri: str = "sqlite:///mlflow.db"
+from fer.config import ConfigError, resolve_config
+from studies.grid import override_clashes
+from studies.options import RunOptions
 
 
 def suggest(trial, space: dict) -> dict[str, Any]:
@@ -89,22 +78,35 @@ class _FoldReporter:
             raise optuna.TrialPruned(f"pruned at fold position {self.position}, epoch {epoch}")
 
 
-def run_search(name: str, ablations, opts: TuneOptions, *, run_fn: Callable[..., Any] | None = None,
+def run_search(name: str, ablations, opts: RunOptions, *, run_fn: Callable[..., Any] | None = None,
                echo: Callable[[str], None] = print):
-    """Run trials until the search has ``opts.trials`` finished ones; returns the Optuna study."""
+    """Run trials until the search has ``opts.trials`` (default: the declared number) finished or
+    pruned ones; returns the Optuna study.
+
+    Raises:
+        StudyError: unknown search, or no data root.
+        ConfigError: overrides that do not resolve, or that set a searched parameter (before any trial).
+        SearchFailed: not a single trial completed (each failed, or was pruned).
+    """
     import optuna
     from mlflow import MlflowClient
 
-    from fer.config import flatten
-    from fer.tracking import UnitLogger, ensure_experiment, git_commit, log_unit_result, start_unit_run
+    from fer.tracking import TrackedRun, ensure_experiment, git_commit, tracked_unit, unit_tags
     from studies.ledger import open_storage
 
-    if name not in ablations.searches:
-        known = ", ".join(sorted(ablations.searches)) or "(none)"
-        raise KeyError(f"unknown search {name!r}; declared searches: {known}")
-    if opts.data_root is None:
-        raise ValueError("a search needs --data-root (a RAVDESS folder or the synthetic one)")
-    spec = ablations.searches[name]
+    spec = ablations.search(name)
+    data_root = opts.require_data_root("search")
+    base = {**ablations.defaults.overrides, **spec.overrides, **opts.overrides}
+    preset = opts.preset or ablations.defaults.preset
+    # A bad --set or --preset fails here, before the study exists, not in every trial.
+    errors = override_clashes(opts.overrides, spec.space, "a dimension of this search")
+    try:
+        resolve_config(preset, base)
+    except ConfigError as exc:
+        errors += exc.errors
+    if errors:
+        raise ConfigError(errors)
+    trials = opts.trials or spec.trials
     if run_fn is None:
         from fer.train.run import run_unit as run_fn
     optuna.logging.set_verbosity(optuna.logging.WARNING)
@@ -113,58 +115,60 @@ def run_search(name: str, ablations, opts: TuneOptions, *, run_fn: Callable[...,
                                 pruner=_pruner(spec))
     client = MlflowClient(tracking_uri=opts.tracking_uri)
     experiment_id = ensure_experiment(client, f"search-{name}")
-    base = {**ablations.defaults.overrides, **spec.overrides, **opts.overrides}
-    preset = opts.preset or ablations.defaults.preset
+    pruned = (optuna.TrialPruned,)  # a pruned trial's runs end KILLED, not FAILED
 
     def objective(trial) -> float:
         params = suggest(trial, spec.space)
         cfg = resolve_config(preset, {**base, **params})
         epochs = opts.max_epochs or cfg.train.epochs
-        parent = client.create_run(experiment_id, run_name=f"trial{trial.number}",
+        cell = f"trial{trial.number}"
+        parent = client.create_run(experiment_id, run_name=cell,
                                    tags={"study": f"search-{name}", "kind": "trial",
                                          "optuna_trial": str(trial.number), "params": json.dumps(params),
                                          "git_commit": git_commit()}).info.run_id
         trial.set_user_attr("mlflow_run_id", parent)
         done: list[float] = []
-        try:
+        with TrackedRun(client, parent, killed_by=pruned):
             for position, fold in enumerate(spec.folds):
-                tags = {"study": f"search-{name}", "cell": f"trial{trial.number}", "fold": str(fold),
-                        "seed": str(spec.seed), "protocol": cfg.data.protocol, "kind": "unit",
-                        "git_commit": git_commit(), "axes": json.dumps(params),
-                        "optuna_trial": str(trial.number)}
-                run_id = start_unit_run(client, experiment_id, parent_run_id=parent, tags=tags,
-                                        params=flatten(cfg), run_name=f"trial{trial.number}/fold{fold}")
-                reporter = _FoldReporter(trial, UnitLogger(client, run_id), spec.pruner, position,
-                                         epochs, done)
-                try:
-                    result = run_fn(cfg, data_root=opts.data_root, cache_dir=opts.cache_dir, fold=fold,
+                tags = unit_tags(study=f"search-{name}", cell=cell, fold=fold, seed=spec.seed, config=cfg,
+                                 axes=params, optuna_trial=trial.number)
+                with tracked_unit(client, experiment_id, parent_run_id=parent, tags=tags, config=cfg,
+                                  run_name=f"{cell}/fold{fold}", killed_by=pruned) as unit:
+                    reporter = _FoldReporter(trial, unit.logger, spec.pruner, position, epochs, done)
+                    result = run_fn(cfg, data_root=data_root, cache_dir=opts.cache_dir, fold=fold,
                                     seed=spec.seed, callback=reporter, max_epochs=opts.max_epochs,
                                     evaluate_test=False)
-                except BaseException as exc:
-                    client.set_terminated(run_id, "KILLED" if isinstance(exc, optuna.TrialPruned) else "FAILED")
-                    raise
-                log_unit_result(client, run_id, result, config=cfg)
-                client.set_terminated(run_id, "FINISHED")
+                    unit.log(result)
                 done.append(float(result.metrics["val/uar_best"]))
                 if spec.pruner == "wilcoxon":
                     trial.report(done[-1], fold)
                     if trial.should_prune():
                         raise optuna.TrialPruned(f"pruned after fold {fold}")
-        except BaseException as exc:
-            client.set_terminated(parent, "KILLED" if isinstance(exc, optuna.TrialPruned) else "FAILED")
-            raise
-        value = statistics.fmean(done)
-        client.log_metric(parent, "val/uar_mean", value)
-        client.set_terminated(parent, "FINISHED")
+            value = statistics.fmean(done)
+            client.log_metric(parent, "val/uar_mean", value)
         echo(f"[{name}] trial {trial.number}: mean val UAR {value:.3f} {params}")
         return value
 
     finished = (optuna.trial.TrialState.COMPLETE, optuna.trial.TrialState.PRUNED)
-    remaining = opts.trials - len(study.get_trials(deepcopy=False, states=finished))
+    remaining = trials - len(study.get_trials(deepcopy=False, states=finished))
     if remaining > 0:
         study.optimize(objective, n_trials=remaining, catch=(Exception,),
-                       callbacks=[optuna.study.MaxTrialsCallback(opts.trials, states=finished)])
+                       callbacks=[optuna.study.MaxTrialsCallback(trials, states=finished)])
+    if not study.get_trials(deepcopy=False, states=(optuna.trial.TrialState.COMPLETE,)):
+        raise SearchFailed(f"search {name!r}: no trial completed; " + "; ".join(
+            f"trial {t.number}: {_outcome(client, t)}" for t in study.get_trials(deepcopy=False)))
     return study
+
+
+class SearchFailed(RuntimeError):
+    """A search without a single completed trial; the message says how each trial ended."""
+
+
+def _outcome(client, trial) -> str:
+    """How a trial ended: its state, and for a failed one the first line of its MLflow fail reason."""
+    run_id = trial.user_attrs.get("mlflow_run_id")
+    reason = client.get_run(run_id).data.tags.get("fail_reason", "") if run_id else ""
+    return trial.state.name.lower() + (f" ({reason.splitlines()[0]})" if reason else "")
 
 
 def export_best(study, path: Path, search: str) -> None:

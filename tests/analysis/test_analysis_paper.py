@@ -1,4 +1,7 @@
-"""Paper tables from the temporary MLflow store, the efficiency table, and spec validation."""
+"""Paper tables from the temporary MLflow store, the efficiency table and its measured rows.
+
+The ``paper:`` section is validated by ``studies.spec`` (tests/studies/test_spec_paper.py); here
+the tables come as the plain data it hands out."""
 
 import numpy as np
 import pandas as pd
@@ -6,8 +9,8 @@ import pytest
 from analysis_fixtures import FOLDS, SEEDS, STUDY, unit_uar
 
 from analysis.load import ReportError
-from analysis.paper import efficiency_table, parse_paper_spec, write_paper
-from fer.config import ConfigError
+from analysis.paper import efficiency_table, measure_efficiency, write_paper
+from fer.config import ConfigError, resolve_config
 
 SPEC = {"modality": {"study": STUDY, "metrics": ["test/uar"], "caption": "Contribution of each modality",
                      "reference": "av", "cell_order": ["audio", "visual", "av"]}}
@@ -36,21 +39,34 @@ def test_write_paper(mlflow_store, tmp_path):
     assert "study `modality`" in readme and f"{18 - 1}/18 units finished" in readme
 
 
-def test_spec_and_rows_are_validated_with_key_paths():
-    with pytest.raises(ConfigError) as err:
-        parse_paper_spec({"t1": {"study": "modality", "metrics": [], "colour": "red"}})
-    paths = [p for p, _ in err.value.errors]
-    assert paths == ["paper.t1.metrics", "paper.t1.caption", "paper.t1.colour"]
-    with pytest.raises(ConfigError, match="paper: expected a non-empty mapping"):
-        parse_paper_spec([])
+def test_efficiency_rows_are_validated_with_key_paths():
     with pytest.raises(ConfigError) as err:
         efficiency_table([{"name": "a", "params": -1, "gflops": 1.0}, {"params": 1, "gflops": 1}])
     assert [p for p, _ in err.value.errors] == ["efficiency.0.params", "efficiency.1.name"]
     assert "clips_per_s" not in efficiency_table(ROWS)  # nobody measured it: no column
 
 
+def test_efficiency_is_measured_at_each_configs_own_batch_and_precision(monkeypatch):
+    import fer.models.profile
+
+    calls = []
+
+    def profile_model(cfg, *, batch, precision):
+        calls.append((batch, precision))
+        return {"total": {"params_total": 10 * batch, "params_trainable": batch, "gflops_per_clip": 0.5,
+                          "train_mem_estimate_mb": 64.0 if precision == "no" else 32.0}}
+
+    monkeypatch.setattr(fer.models.profile, "profile_model", profile_model)
+    configs = {"tiny": resolve_config("tiny"),  # trains in fp32 ("no")
+               "tiny-bf16": resolve_config("tiny", {"train.precision": "bf16", "train.batch_size": 4})}
+    rows = measure_efficiency(configs)
+    assert calls == [(configs["tiny"].train.batch_size, "no"), (4, "bf16")]
+    assert rows[1] == {"name": "tiny-bf16", "params": 40, "params_trainable": 4, "gflops": 0.5, "train_mem_mb": 32.0}
+    assert [r["train_mem_mb"] for r in rows] == [64.0, 32.0]
+
+
 def test_unfinished_study_is_an_error_before_anything_is_written(mlflow_store, tmp_path):
-    spec = {**SPEC, "broken": {"study": "all-failed", "caption": "x"}}
+    spec = {**SPEC, "broken": {"study": "all-failed", "metrics": ["test/uar"], "caption": "x"}}
     with pytest.raises(ReportError, match="paper table 'broken': study 'all-failed' has no finished unit"):
         write_paper(spec, tracking_uri=mlflow_store.uri, out_dir=tmp_path / "out")
     assert not (tmp_path / "out").exists()

@@ -66,10 +66,11 @@ def make_run_fn(markers: Path, seconds: float, fail_cells: tuple[str, ...] = ())
 
 
 def main() -> None:
-    from studies.engine import StudyOptions, run_study
+    from studies.engine import run_study
+    from studies.options import RunOptions
 
     storage, tracking, data_root, markers, seconds = sys.argv[1:6]
-    opts = StudyOptions(data_root=Path(data_root), storage=storage, tracking_uri=tracking, retries=0)
+    opts = RunOptions(data_root=Path(data_root), storage=storage, tracking_uri=tracking, retries=0)
     done = run_study("toy", validate(ABLATIONS), opts, run_fn=make_run_fn(Path(markers), float(seconds)),
                      echo=lambda s: print(s, flush=True))
     print("DONE", done, flush=True)

@@ -7,6 +7,7 @@ import signal
 import subprocess
 import sys
 import time
+from collections import Counter
 from pathlib import Path
 
 import pytest
@@ -14,7 +15,8 @@ import pytest
 sys.path.insert(0, str(Path(__file__).parent))
 import fake_worker  # noqa: E402
 
-from studies.engine import StudyOptions, run_study  # noqa: E402
+from studies.engine import run_study  # noqa: E402
+from studies.options import RunOptions  # noqa: E402
 from studies.ledger import Ledger  # noqa: E402
 from studies.spec import validate  # noqa: E402
 
@@ -50,13 +52,20 @@ def _runs(tracking: str, kind: str = "unit"):
                               run_view_type=3)
 
 
-def _opts(env, **kw) -> StudyOptions:
-    return StudyOptions(data_root=env["data_root"], storage=env["storage"],
+def _opts(env, **kw) -> RunOptions:
+    return RunOptions(data_root=env["data_root"], storage=env["storage"],
                         tracking_uri=env["tracking"], **kw)
 
 
-def _trainings(markers: Path) -> list[str]:
-    return sorted(p.name.split(".")[0] for p in markers.iterdir())
+def _trainings(markers: Path) -> Counter:
+    """How often each unit was trained, by fake_worker's marker name (``av-f1-s0``)."""
+    return Counter(p.name.split(".")[0] for p in markers.iterdir())
+
+
+def _marker(run) -> str:
+    """fake_worker's marker name of the unit an MLflow run tracked."""
+    tags = run.data.tags
+    return f"{tags['cell'].split('=')[1]}-f{tags['fold']}-s{tags['seed']}"
 
 
 def test_study_trains_each_unit_once_and_rerun_skips_finished(env):
@@ -66,12 +75,12 @@ def test_study_trains_each_unit_once_and_rerun_skips_finished(env):
     assert first == {"finished": N_UNITS, "failed": 0, "reclaimed": 0}
     second = run_study("toy", spec, _opts(env), run_fn=run_fn, echo=lambda s: None)
     assert second["finished"] == 0
-    assert len(_trainings(env["markers"])) == N_UNITS
 
     runs = _runs(env["tracking"])
     assert sorted(r.info.status for r in runs) == ["FINISHED"] * N_UNITS
     keys = {r.data.tags["unit_key"] for r in runs}
     assert len(keys) == N_UNITS
+    assert _trainings(env["markers"]) == Counter({_marker(r): 1 for r in runs})
     for r in runs:
         assert {"study", "cell", "fold", "seed", "protocol", "git_commit", "mlflow.parentRunId"} <= set(r.data.tags)
         assert r.data.params["model.modality"] == r.data.tags["cell"].split("=")[1]
@@ -111,13 +120,13 @@ def _worker(env, seconds: float) -> subprocess.Popen:
 def test_sigkill_mid_unit_then_rerun_finishes_every_unit_once(env):
     proc = _worker(env, seconds=3.0)
     deadline = time.time() + 120
-    while len(_trainings(env["markers"])) < 2 and time.time() < deadline:  # second unit under way
+    while sum(_trainings(env["markers"]).values()) < 2 and time.time() < deadline:  # second unit under way
         time.sleep(0.2)
     assert proc.poll() is None, proc.stdout.read()
     os.kill(proc.pid, signal.SIGKILL)
     proc.wait()
-    killed = _trainings(env["markers"])
-    assert len(killed) == 2
+    before_kill = _trainings(env["markers"])
+    assert sum(before_kill.values()) == 2 and len(before_kill) == 2
 
     spec = validate(fake_worker.ABLATIONS)
     done = run_study("toy", spec, _opts(env), run_fn=fake_worker.make_run_fn(env["markers"], 0.0),
@@ -127,11 +136,14 @@ def test_sigkill_mid_unit_then_rerun_finishes_every_unit_once(env):
     finished = [r for r in runs if r.info.status == "FINISHED"]
     assert len(finished) == N_UNITS
     assert len({r.data.tags["unit_key"] for r in finished}) == N_UNITS
-    assert [r.info.status for r in runs if r.info.status != "FINISHED"] == ["KILLED"]
-    # The unit finished before the kill was not trained again; the interrupted one was.
-    trainings = _trainings(env["markers"])
-    assert len(trainings) == N_UNITS + 1
-    assert trainings.count(killed[0]) == 1 or killed[0] == killed[1]
+    (lost,) = [r for r in runs if r.info.status != "FINISHED"]
+    assert lost.info.status == "KILLED" and lost.data.tags["fail_reason"].startswith("worker lost")
+    # The interrupted unit was one of the two started before the kill and is trained again; every
+    # other unit, the one finished before the kill included, is trained exactly once.
+    assert _marker(lost) in before_kill
+    expected = Counter({_marker(r): 1 for r in finished})
+    expected[_marker(lost)] += 1
+    assert _trainings(env["markers"]) == expected
 
 
 @pytest.mark.slow
@@ -139,8 +151,7 @@ def test_two_workers_share_a_study_and_train_each_unit_exactly_once(env):
     procs = [_worker(env, seconds=1.0) for _ in range(2)]
     outs = [p.communicate(timeout=300)[0] for p in procs]
     assert all(p.returncode == 0 for p in procs), outs
-    trainings = _trainings(env["markers"])
-    assert len(trainings) == N_UNITS and len(set(trainings)) == N_UNITS, trainings
     runs = _runs(env["tracking"])
     assert sorted(r.info.status for r in runs) == ["FINISHED"] * N_UNITS
     assert len({r.data.tags["unit_key"] for r in runs}) == N_UNITS
+    assert _trainings(env["markers"]) == Counter({_marker(r): 1 for r in runs})

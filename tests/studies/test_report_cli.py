@@ -13,7 +13,8 @@ sys.path.insert(0, str(Path(__file__).parent))
 import fake_worker  # noqa: E402
 
 from runner import cli  # noqa: E402
-from studies.engine import StudyOptions, run_study  # noqa: E402
+from studies.engine import run_study  # noqa: E402
+from studies.options import RunOptions  # noqa: E402
 from studies.spec import validate  # noqa: E402
 
 
@@ -28,7 +29,7 @@ def test_report_and_paper_from_mlflow_alone(tmp_path, monkeypatch):
     ablations = tmp_path / "ablations.yaml"
     ablations.write_text(yaml.safe_dump(doc))
     tracking = f"sqlite:///{tmp_path / 'mlflow.db'}"
-    run_study("toy", validate(doc), StudyOptions(data_root=tmp_path / "ravdess", storage=str(tmp_path / "l.journal"),
+    run_study("toy", validate(doc), RunOptions(data_root=tmp_path / "ravdess", storage=str(tmp_path / "l.journal"),
                                                  tracking_uri=tracking),
               run_fn=fake_worker.make_run_fn(tmp_path, 0.0), echo=lambda s: None)
 

@@ -13,7 +13,8 @@ sys.path.insert(0, str(Path(__file__).parent))
 import fake_worker  # noqa: E402
 
 from studies.spec import validate  # noqa: E402
-from studies.tune import TuneOptions, export_best, run_search  # noqa: E402
+from studies.options import RunOptions  # noqa: E402
+from studies.tune import export_best, run_search  # noqa: E402
 
 SEARCH = {
     "defaults": {"preset": "tiny"},
@@ -40,7 +41,7 @@ def test_search_objective_is_mean_validation_uar_and_never_touches_test(tmp_path
         result = fake_worker.FakeResult(metrics={"val/uar_best": val, "best_epoch": 0})
         return result
 
-    opts = TuneOptions(data_root=tmp_path, storage=str(tmp_path / "t.journal"),
+    opts = RunOptions(data_root=tmp_path, storage=str(tmp_path / "t.journal"),
                        tracking_uri=f"sqlite:///{tmp_path / 'mlflow.db'}", trials=4)
     study = run_search("toy", validate(SEARCH), opts, run_fn=run_fn, echo=lambda s: None)
     assert len(study.trials) == 4
