@@ -1,10 +1,10 @@
 """MLflow runs of one study -> one tidy DataFrame, a row per unit (cell x fold x seed).
 
 This is the only module of ``analysis`` that talks to MLflow; everything downstream is a pure
-function of the frame it returns. The naming it reads is the tracking contract of the study
-engine: one experiment per study, child runs tagged ``kind=unit`` with ``study``, ``cell``,
-``fold``, ``seed``, ``protocol``, ``unit_key``, ``git_commit`` and ``axes`` (JSON object
-{dotted config path: value}).
+function of the frame it returns. The naming it reads is the tracking contract that
+``fer.tracking.unit_tags`` writes for study and search alike: one experiment per study, child
+runs tagged ``kind=unit`` with ``study``, ``cell``, ``fold``, ``seed``, ``protocol``,
+``unit_key``, ``git_commit`` and ``axes`` (JSON object {dotted config path: value}).
 
     units = load_study_runs("fusion-depth", "sqlite:///mlflow.db")
     units[["cell", "layers", "fold", "seed", "status", "test/uar"]]
