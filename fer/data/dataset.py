@@ -8,7 +8,8 @@ on the seed and the epoch, never on the number of loader workers.
 
 A modality that a model does not use can be left out (``load_frames`` / ``load_audio``), and an
 encoder's input can be replaced by precomputed features: ``features={"visual_feats": fn}`` puts
-``fn(clip_id)`` in the item instead of the frames (likewise ``"audio_feats"`` for the audio).
+``fn(clip_id)`` in the item instead of the frames (likewise ``"audio_feats"`` for the audio; the
+names come from ``fer.models.slots``).
 """
 
 from __future__ import annotations
@@ -23,12 +24,36 @@ from torch.utils.data import DataLoader, Dataset
 
 from fer.data.augment import build_audio_augment, build_visual_augment
 from fer.data.cache import CacheError, PreparedClip, load_entry
-from fer.data.config import DataConfig
+from fer.data.config import AugmentConfig, DataConfig
 from fer.labels import EMOTIONS
+from fer.models.slots import AUDIO, FEATURE_SLOTS, VISUAL, FeatureSlot
 
 FeatureHook = Callable[[str], torch.Tensor]
-# Feature key -> the input it replaces.
-FEATURE_KEYS = {"visual_feats": "frames", "audio_feats": "audio"}
+# The switches that augment each slot's input, for error messages.
+_AUGMENT_SWITCHES = {VISUAL: "data.augment.crop/flip/color_jitter", AUDIO: "data.augment.audio_*"}
+# DataConfig fields that do not change how one prepared entry becomes an encoder input: which
+# clips there are, and training augmentation (refused for an input replaced by features).
+_NOT_INPUT = {"protocol", "vocal_channel", "augment"}
+_FRAME_NORMALISATION = {"mean", "std"}
+
+
+def augments(aug: AugmentConfig, slot: FeatureSlot) -> bool:
+    """Whether training augments ``slot``'s input under ``aug``."""
+    return {VISUAL: aug.visual, AUDIO: aug.audio}[slot]
+
+
+def input_settings(data_cfg: DataConfig, slot: FeatureSlot) -> dict:
+    """The data settings that shape ``slot``'s input as an evaluation item delivers it.
+
+    Every ``DataConfig`` field except those that only choose clips or augment training, and the
+    frame normalisation except for the frames: a field added later counts until shown not to,
+    so a cache keyed on these never misses one (``tests/train/test_feature_key.py`` checks each).
+
+    Returns:
+        JSON-able dict, part of the feature-cache key (``fer.train.features.encoder_key``).
+    """
+    skip = _NOT_INPUT if slot is VISUAL else _NOT_INPUT | _FRAME_NORMALISATION
+    return data_cfg.model_dump(mode="json", exclude=skip)
 
 
 def audio_length(data_cfg: DataConfig) -> int:
@@ -58,23 +83,23 @@ class PreparedClipDataset(Dataset):
                  load_frames: bool = True, load_audio: bool = True,
                  features: Mapping[str, FeatureHook] | None = None):
         self.features = dict(features or {})
-        unknown = sorted(set(self.features) - set(FEATURE_KEYS))
+        known = {slot.feature_key: slot for slot in FEATURE_SLOTS}
+        unknown = sorted(set(self.features) - set(known))
         if unknown:
-            raise ValueError(f"unknown feature keys {unknown}; known: {sorted(FEATURE_KEYS)}")
+            raise ValueError(f"unknown feature keys {unknown}; known: {sorted(known)}")
         aug = data_cfg.augment
-        if train and aug.visual and "visual_feats" in self.features:
-            raise ValueError("visual augmentation is on but the frames are replaced by precomputed "
-                             "visual_feats; switch data.augment.crop/flip/color_jitter off")
-        if train and aug.audio and "audio_feats" in self.features:
-            raise ValueError("audio augmentation is on but the audio is replaced by precomputed "
-                             "audio_feats; switch data.augment.audio_* off")
+        replaced = {known[key] for key in self.features}
+        for slot in FEATURE_SLOTS:  # features were computed from the unaugmented clip
+            if train and slot in replaced and augments(aug, slot):
+                raise ValueError(f"{slot.modality} augmentation is on but the {slot.input_key} input is replaced "
+                                 f"by precomputed {slot.feature_key}; switch {_AUGMENT_SWITCHES[slot]} off")
         self.entries = [Path(p) for p in entries]
         self.frames, self.size, self.samples = data_cfg.frames, data_cfg.size, audio_length(data_cfg)
         self.sample_rate = data_cfg.sample_rate
         self.mean = torch.tensor(data_cfg.mean).view(1, 3, 1, 1)
         self.std = torch.tensor(data_cfg.std).view(1, 3, 1, 1)
-        self.load_frames = load_frames and "visual_feats" not in self.features
-        self.load_audio = load_audio and "audio_feats" not in self.features
+        self.load_frames = load_frames and VISUAL not in replaced
+        self.load_audio = load_audio and AUDIO not in replaced
         self.visual_aug = build_visual_augment(aug) if train else None
         self.audio_aug = build_audio_augment(aug) if train else None
         self.seed = seed
@@ -125,13 +150,13 @@ class PreparedClipDataset(Dataset):
             frames = torch.from_numpy(clip.frames).permute(0, 3, 1, 2).float() / 255.0  # (T, 3, H, W)
             if self.visual_aug is not None:
                 frames, keypoints = self.visual_aug(frames, keypoints, **draw)
-            item["frames"] = (frames - self.mean) / self.std
+            item[VISUAL.input_key] = (frames - self.mean) / self.std
         # A keypoint the detector placed past the crop's edge, or one a random crop cut off, is
         # pinned to the edge: the batch contract is fractions in [0, 1].
         item["keypoints"] = keypoints.clamp(0.0, 1.0)
         if self.load_audio:
             audio = torch.from_numpy(clip.audio)  # (L,)
-            item["audio"] = audio if self.audio_aug is None else self.audio_aug(audio, **draw)
+            item[AUDIO.input_key] = audio if self.audio_aug is None else self.audio_aug(audio, **draw)
         for key, hook in self.features.items():
             item[key] = hook(clip_id)
         return item

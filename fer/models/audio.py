@@ -78,6 +78,10 @@ ARCHITECTURE_FIELDS = (
 )
 
 
+# ParakeetEncoderConfig.to_dict() entries that say nothing about the function computed.
+_CONFIG_BOOKKEEPING = ("transformers_version", "architectures", "dtype", "torch_dtype")
+
+
 def audio_frames(num_samples: int, *, sample_rate: int, subsampling_factor: int = 8) -> int:
     """Encoder output length Ta for ``num_samples`` of audio (what ``AudioEncoder`` returns).
 
@@ -118,6 +122,18 @@ class AudioEncoder(nn.Module):
         if self.frozen:
             self.encoder.eval()
         return self
+
+    def build_settings(self) -> dict:
+        """What the output depends on besides the weights: the sample rate and the FastConformer's
+        whole config, read from the built encoder (so nothing its builder set can be missed).
+
+        Left out: the checkpoint's folder (``_name_or_path``; a moved checkpoint computes the same)
+        and the config's bookkeeping (library version, architectures, dtype), which the weights
+        hash and the library versions in the feature-cache key already cover.
+        """
+        config = {k: v for k, v in self.encoder.config.to_dict().items()
+                  if not k.startswith("_") and k not in _CONFIG_BOOKKEEPING}
+        return {"sample_rate": self.sample_rate, "encoder": config}
 
     def frames(self, num_samples: int) -> int:
         """Output length Ta for ``num_samples`` of audio."""

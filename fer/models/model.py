@@ -7,7 +7,9 @@
 
 ``model.modality`` decides which branches exist: a single-modality model does not build the
 other branch (no parameters, no compute). The submodule names are the parameter groups of
-differential learning rates (``train.lr_mult.<name>``).
+differential learning rates (``train.lr_mult.<name>``). A frozen encoder's output may come with
+the batch instead (``fer.models.slots``); ``frozen_encoders()`` lists those encoders with what
+their output depends on, for the feature cache (``fer.train.features``).
 
     model = build_model(resolve_config("tiny"))
     logits = model(batch)  # batch dict from fer.data.dataset
@@ -17,7 +19,7 @@ from __future__ import annotations
 
 import hashlib
 from contextlib import contextmanager
-
+from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
 import torch
@@ -28,6 +30,7 @@ from fer.models.classifier import build_classifier
 from fer.models.fusion import build_fusion
 from fer.models.pooling import build_segment_pooling
 from fer.models.roi import build_roi
+from fer.models.slots import AUDIO, VISUAL, FeatureSlot
 from fer.models.temporal import build_temporal
 from fer.models.visual import build_visual_encoder
 
@@ -36,6 +39,47 @@ if TYPE_CHECKING:
 
 # Submodule names, in forward order; also the parameter-group names.
 PARTS = ("audio_encoder", "audio_pooling", "visual_encoder", "roi", "temporal", "fusion", "classifier")
+
+
+@dataclass(frozen=True)
+class FrozenEncoder:
+    """A frozen encoder of a model and its identity: what it reads, what it writes, what its
+    output depends on. Frozen means fixed weights in eval mode, so its output for an input is
+    always the same.
+
+    Args:
+        slot: its batch keys (input and precomputed output).
+        part: its ``PARTS`` name in the model (for messages).
+        module: (B, ...) input -> (B, ...) features; states ``build_settings()``.
+    """
+
+    slot: FeatureSlot
+    part: str
+    module: nn.Module
+
+    def identity(self) -> dict:
+        """Everything the output depends on but the input: batch keys, class, the settings the
+        encoder was built with (its own ``build_settings()``) and a hash of its weights."""
+        cls = type(self.module)
+        return {
+            "input": self.slot.input_key,
+            "output": self.slot.feature_key,
+            "class": f"{cls.__module__}.{cls.__qualname__}",
+            "settings": self.module.build_settings(),
+            "weights": weights_hash(self.module),
+        }
+
+
+def weights_hash(module: nn.Module) -> str:
+    """sha256 of the names, dtypes, shapes and bytes of every parameter and buffer of ``module``."""
+    h = hashlib.sha256()
+    tensors = dict(module.named_parameters())
+    tensors.update(module.named_buffers())  # non-persistent ones too (e.g. mel filters)
+    for tname in sorted(tensors):
+        t = tensors[tname].detach().cpu().contiguous()
+        h.update(f"{tname}|{t.dtype}|{tuple(t.shape)}|".encode())
+        h.update(t.reshape(-1).view(torch.uint8).numpy().data)
+    return h.hexdigest()
 
 
 class FERModel(nn.Module):
@@ -63,16 +107,16 @@ class FERModel(nn.Module):
 
     def audio_segments(self, batch: dict) -> torch.Tensor:
         """(B, S, Da) from ``audio_feats`` (B, Ta, Da) when the batch has them, else from ``audio`` (B, L)."""
-        feats = batch.get("audio_feats")
+        feats = batch.get(AUDIO.feature_key)
         if feats is None:
-            feats = self.audio_encoder(batch["audio"])  # (B, Ta, Da)
+            feats = self.audio_encoder(batch[AUDIO.input_key])  # (B, Ta, Da)
         return self.audio_pooling(feats)  # (B, S, Da)
 
     def visual_segments(self, batch: dict) -> torch.Tensor:
         """(B, S, Dt) from ``visual_feats`` (B, T, N, Dv) when present, else from ``frames``."""
-        tokens = batch.get("visual_feats")
+        tokens = batch.get(VISUAL.feature_key)
         if tokens is None:
-            tokens = self.visual_encoder(batch["frames"])  # (B, T, N, Dv)
+            tokens = self.visual_encoder(batch[VISUAL.input_key])  # (B, T, N, Dv)
         tokens = self.roi(tokens, batch["keypoints"])  # (B, T, k+g, Dv)
         return self.temporal(tokens)  # (B, S, Dt)
 
@@ -80,6 +124,12 @@ class FERModel(nn.Module):
         audio = self.audio_segments(batch) if self.audio_pooling is not None else None
         visual = self.visual_segments(batch) if self.temporal is not None else None
         return self.classifier(self.fusion(audio, visual))  # (B, 8)
+
+    def frozen_encoders(self) -> list[FrozenEncoder]:
+        """The encoders built frozen (``model.<modality>.freeze``), audio first; absent ones left out."""
+        encoders = ((AUDIO, "audio_encoder", self.audio_encoder), (VISUAL, "visual_encoder", self.visual_encoder))
+        return [FrozenEncoder(slot, part, module) for slot, part, module in encoders
+                if module is not None and module.frozen]
 
     def param_groups(self) -> dict[str, list[nn.Parameter]]:
         """Trainable parameters by part name (``PARTS``); parts with none are left out."""

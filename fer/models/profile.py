@@ -7,7 +7,11 @@ batch of meta tensors is observed twice at once:
 - FLOPs: ``torch.utils.flop_counter.FlopCounterMode`` (2 FLOPs per multiply-accumulate of
   matmuls, convolutions and attention; element-wise ops are not counted), attributed to the
   component whose forward ran them, divided by the batch size: ``gflops_per_clip`` is the
-  forward pass of one clip.
+  forward pass of one clip, the same at every batch size. On the meta device attention
+  decomposes into counted matrix products (the fused CPU kernel would be invisible to the
+  counter), so the count is the same for every device. This is the one FLOP count of the
+  project: a run logs ``total.gflops_per_clip`` as its ``gflops_per_clip``
+  (``fer.train.memory.ProfileEstimate``), the full model's cost even when fed cached features.
 - Activations: a saved-tensor hook records every tensor autograd keeps for the backward pass
   (each storage once; parameters excluded). Frozen parts fed by inputs that need no gradient
   keep nothing, as in real training. Meta tensors run in float32 (autocast does not apply to
@@ -127,6 +131,10 @@ def profile_model(cfg: RunConfig, *, batch: int = 8, precision: str = "bf16") ->
             "built": part is not None,
         }
     result["total"] = {field: sum(result[name][field] for name in PARTS) for field in FIELDS}
+    # The whole count rather than the sum of the parts' rounded shares: exactly the same at
+    # every batch size (the integer count grows with the batch), so a logged figure never
+    # depends on the micro-batch a run was planned with.
+    result["total"]["gflops_per_clip"] = counter.get_total_flops() / batch / 1e9
     result["total"]["built"] = True
     return result
 

@@ -87,9 +87,18 @@ def offline_error(pretrained: str, exc: Exception) -> OSError:
 
 
 class FrozenMixin:
-    """Frozen = no gradients and eval mode kept, so a training step leaves it bit-identical."""
+    """Frozen = no gradients and eval mode kept, so a training step leaves it bit-identical.
+
+    ``built_with`` holds the tower's constructor arguments that shape its output (all but where the
+    weights come from and whether they train); ``build_settings`` states them.
+    """
 
     frozen: bool
+    built_with: dict
+
+    def build_settings(self) -> dict:
+        """What the output depends on besides the weights: the tower's shape and input size."""
+        return dict(self.built_with)
 
     def freeze(self) -> None:
         self.frozen = True
@@ -118,6 +127,8 @@ class TimmPatchEncoder(FrozenMixin, nn.Module):
                  pretrained: str | None = None, freeze: bool = True):
         super().__init__()
         import timm  # imported here: seconds of start-up that config-only users should not pay
+
+        self.built_with = dict(width=width, depth=depth, heads=heads, mlp=mlp, patch=patch, image_size=image_size)
 
         # timm registers this model with exact GELU, but SigLIP was trained with the tanh approximation
         # (transformers' gelu_pytorch_tanh; timm's own B/32 and L/16 SigLIP entries): use it, so both
@@ -191,6 +202,7 @@ class SiglipPatchEncoder(FrozenMixin, nn.Module):
         super().__init__()
         from transformers import SiglipVisionConfig, SiglipVisionModel  # heavy, see TimmPatchEncoder
 
+        self.built_with = dict(width=width, depth=depth, heads=heads, mlp=mlp, patch=patch, image_size=image_size)
         shape = dict(hidden_size=width, num_hidden_layers=depth, num_attention_heads=heads,
                      intermediate_size=mlp, patch_size=patch)
         if pretrained is None:

@@ -83,7 +83,7 @@ class TrainConfig(BaseModel):
     eval_batch_size: int | None = Field(None, ge=1)  # None = batch_size
     memory_budget: str | None = None  # GPU memory a run may use ("8GB"): micro-batch and accumulation
     # are chosen so that batch_size * grad_accum stays as configured; ignored on CPU
-    feature_cache: bool = True  # feed frozen, unaugmented encoders' outputs from fer.features' cache
+    feature_cache: bool = True  # feed frozen, unaugmented encoders' outputs from fer.train.features' cache
 
     @field_validator("memory_budget")
     @classmethod

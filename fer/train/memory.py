@@ -9,7 +9,10 @@ so :func:`run_with_backoff` retries a run with the next smaller micro-batch when
 of memory, the same idea as accelerate's ``find_executable_batch_size`` but keeping the
 effective batch.
 
-    micro, accum = plan_batch(cfg, parse_budget("8GB"))
+    micro, accum = plan_batch(cfg, parse_budget("8GB"))  # parse_budget: fer.train.config
+
+The profiles made for the plan also hold the model's forward FLOPs per clip, which a run logs:
+:class:`ProfileEstimate` keeps them, so a unit builds no second meta-device model to count them.
 """
 
 from __future__ import annotations
@@ -22,10 +25,11 @@ from typing import TypeVar
 import torch
 
 from fer.config import RunConfig
-from fer.train.config import parse_budget  # noqa: F401  (re-exported: the budget's text form)
 
 T = TypeVar("T")
 MIB = 2**20
+
+
 class MemoryBudgetError(ValueError):
     """Even a micro-batch of one clip is estimated not to fit the budget."""
 
@@ -35,14 +39,31 @@ def divisors_descending(n: int) -> list[int]:
     return [d for d in range(n, 0, -1) if n % d == 0]
 
 
-def profile_estimate(cfg: RunConfig) -> Callable[[int], float]:
-    """micro-batch -> ``profile_model``'s ``total.train_mem_estimate_mb`` at ``train.precision``."""
-    from fer.models.profile import profile_model
+class ProfileEstimate:
+    """micro-batch -> ``profile_model``'s ``total.train_mem_estimate_mb`` at ``train.precision``,
+    keeping the profiles it made.
 
-    def estimate(micro_batch: int) -> float:
-        return profile_model(cfg, batch=micro_batch, precision=cfg.train.precision)["total"]["train_mem_estimate_mb"]
+    Args:
+        cfg: the resolved run config.
+    """
 
-    return estimate
+    def __init__(self, cfg: RunConfig):
+        self.cfg = cfg
+        self.profiles: dict[int, dict] = {}  # micro-batch -> profile_model result
+
+    def __call__(self, micro_batch: int) -> float:
+        from fer.models.profile import profile_model
+
+        self.profiles[micro_batch] = profile_model(self.cfg, batch=micro_batch, precision=self.cfg.train.precision)
+        return self.profiles[micro_batch]["total"]["train_mem_estimate_mb"]
+
+    def gflops_per_clip(self) -> float:
+        """Forward GFLOPs of one clip through the whole model, encoders included: from a profile
+        already made (the count per clip does not depend on the batch), else from one at
+        ``train.batch_size``, the plan's first candidate (a training-mode batch norm refuses one clip)."""
+        if not self.profiles:
+            self(self.cfg.train.batch_size)
+        return next(iter(self.profiles.values()))["total"]["gflops_per_clip"]
 
 
 def plan_batch(cfg: RunConfig, budget_bytes: int,
@@ -51,9 +72,9 @@ def plan_batch(cfg: RunConfig, budget_bytes: int,
 
     Args:
         cfg: resolved run config; ``train.batch_size`` is the batch to split.
-        budget_bytes: memory the run may use (:func:`parse_budget`).
+        budget_bytes: memory the run may use (``fer.train.config.parse_budget``).
         estimate_mb: micro-batch -> estimated training memory in MiB; default
-            :func:`profile_estimate`. Called with candidates from largest to smallest until one fits.
+            :class:`ProfileEstimate`. Called with candidates from largest to smallest until one fits.
 
     Returns:
         ``(micro_batch, grad_accum)`` with ``micro_batch * grad_accum == cfg.train.batch_size``.
@@ -62,7 +83,7 @@ def plan_batch(cfg: RunConfig, budget_bytes: int,
     Raises:
         MemoryBudgetError: a micro-batch of one is estimated above the budget.
     """
-    estimate_mb = estimate_mb or profile_estimate(cfg)
+    estimate_mb = estimate_mb or ProfileEstimate(cfg)
     batch = cfg.train.batch_size
     for micro in divisors_descending(batch):
         need = estimate_mb(micro)

@@ -35,7 +35,6 @@ from pathlib import Path
 
 import numpy as np
 import torch
-from torch import nn
 from torch.utils.data import DataLoader
 
 from fer.config import RunConfig
@@ -160,35 +159,6 @@ def _status_kb(field_name: str) -> float:
     raise OSError(f"/proc/self/status has no {field_name}")
 
 
-def forward_gflops(model: nn.Module, batch: dict, clips: int) -> float:
-    """Forward GFLOPs per clip of ``model`` on a batch of ``clips`` clips, in evaluation mode.
-
-    Counts matrix multiplications, convolutions and attention (torch.utils.flop_counter), two
-    FLOPs per multiply-add. Gradients stay enabled: FlopCounterMode's module tracker fails on
-    some modules under ``torch.no_grad``.
-    """
-    from torch.utils.flop_counter import FlopCounterMode
-
-    model.eval()
-    with FlopCounterMode(display=False) as counter:
-        model(batch)
-    return counter.get_total_flops() / 1e9 / clips
-
-
-def model_gflops_per_clip(cfg: RunConfig) -> float:
-    """Forward GFLOPs of one clip through the whole model of ``cfg``, encoders included.
-
-    Counted on the meta device (no weights, no compute, the same for every device): there
-    attention decomposes into counted matrix products, whereas the fused CPU attention kernel
-    is invisible to the counter. A run fed cached encoder features still reports the model's
-    full cost.
-    """
-    from fer.models.model import build_model
-    from fer.models.profile import meta_batch
-
-    return forward_gflops(build_model(cfg, device="meta"), meta_batch(cfg, 1), clips=1)
-
-
 def _warn(message: str, collected: list[str]) -> None:
     warnings.warn(message, stacklevel=3)
     collected.append(message)
@@ -290,9 +260,10 @@ def run_unit(cfg: RunConfig, *, data_root: str | Path, cache_dir: str | Path, fo
     from accelerate import PartialState
     from accelerate.utils import set_seed
 
-    from fer.features import prepare_features, prepare_key_of
-    from fer.train.memory import parse_budget, plan_batch, run_with_backoff
     from fer.models.model import build_model
+    from fer.train.config import parse_budget
+    from fer.train.features import prepare_features, prepare_key_of
+    from fer.train.memory import ProfileEstimate, plan_batch, run_with_backoff
 
     notes: list[str] = []
     splits, entries = prepare_fold(cfg, data_root=data_root, cache_dir=cache_dir, fold=fold,
@@ -302,7 +273,8 @@ def run_unit(cfg: RunConfig, *, data_root: str | Path, cache_dir: str | Path, fo
     t, device = cfg.train, PartialState().device
     weights = inverse_frequency_weights([c.emotion for c in splits["train"]]) if t.class_weights else None
     budget = t.memory_budget if device.type == "cuda" else None  # a GPU budget; CPU runs ignore it
-    micro, accum = plan_batch(cfg, parse_budget(budget)) if budget else (t.batch_size, 1)
+    profile = ProfileEstimate(cfg)  # the memory plan's profiles also give the FLOPs per clip
+    micro, accum = plan_batch(cfg, parse_budget(budget), profile) if budget else (t.batch_size, 1)
 
     def attempt(micro: int, accum: int):
         """Build and train from scratch with this micro-batch (retried smaller on CUDA OOM)."""
@@ -347,7 +319,7 @@ def run_unit(cfg: RunConfig, *, data_root: str | Path, cache_dir: str | Path, fo
         "epochs_trained": float(len(result.history)),
         "params/total": float(params_total),
         "params/trainable": float(params_trainable),
-        "gflops_per_clip": model_gflops_per_clip(cfg),
+        "gflops_per_clip": profile.gflops_per_clip(),
         "train/clips_per_s": result.train_clips_per_s,
         "peak_mem_mb": memory.mb,
     })

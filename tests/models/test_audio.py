@@ -1,6 +1,8 @@
 """Audio encoder: config validation, presets (sizes on the meta device), the tiny forward against
 transformers' own pipeline, freezing, and pretrained loading with truncation."""
 
+import json
+
 import numpy as np
 import pytest
 import torch
@@ -221,6 +223,19 @@ def test_pretrained_keeps_all_layers_by_default(tmp_path):
     enc = load_parakeet_encoder(str(tmp_path))
     assert len(enc.layers) == 3
     assert all(torch.equal(v, saved[k]) for k, v in enc.state_dict().items())
+
+
+def test_build_settings_are_read_from_the_built_encoder(tmp_path):
+    settings = tiny(freeze=True, layers=1).build_settings()
+    assert settings["sample_rate"] == SR
+    picked = {k: settings["encoder"][k] for k in ("hidden_size", "num_hidden_layers", "num_mel_bins", "subsampling_factor")}
+    assert picked == {"hidden_size": 64, "num_hidden_layers": 1, "num_mel_bins": 80, "subsampling_factor": 8}
+    json.dumps(settings, sort_keys=True)  # raises unless JSON-able, as a cache key needs
+    # The checkpoint's folder is not a setting: the same weights elsewhere state the same settings.
+    for folder in ("a", "b"):
+        save_checkpoint("encoder", tmp_path / folder)
+    a, b = (build_audio_encoder(AudioConfig(encoder="tiny", pretrained=str(tmp_path / f)), sample_rate=SR) for f in "ab")
+    assert a.build_settings() == b.build_settings() and a.build_settings()["encoder"]["num_hidden_layers"] == 3
 
 
 def test_pretrained_architecture_must_match_preset(tmp_path):

@@ -126,6 +126,19 @@ def test_precomputed_features_skip_the_encoders():
     assert calls == []
 
 
+@pytest.mark.parametrize("overrides, expected", [
+    ({}, [("audio_encoder", "audio", "audio_feats"), ("visual_encoder", "frames", "visual_feats")]),
+    ({"model.modality": "visual"}, [("visual_encoder", "frames", "visual_feats")]),
+    ({"model.audio.freeze": False}, [("visual_encoder", "frames", "visual_feats")]),
+    ({"model.audio.freeze": False, "model.visual.freeze": False}, []),
+])
+def test_frozen_encoders_are_those_built_frozen_with_their_batch_keys(overrides, expected):
+    model = build(tiny_cfg(**overrides))
+    encoders = model.frozen_encoders()
+    assert [(e.part, e.slot.input_key, e.slot.feature_key) for e in encoders] == expected
+    assert all(e.module is getattr(model, e.part) for e in encoders)
+
+
 def test_same_seed_same_model_and_tiny_is_small():
     cfg = tiny_cfg()
     a, b = build(cfg, seed=3).state_dict(), build(cfg, seed=3).state_dict()

@@ -5,8 +5,10 @@ import json
 import pytest
 import torch
 from click.testing import CliRunner
+from torch import nn
 
 from fer.config import resolve_config
+from fer.models import profile
 from fer.models.model import PARTS, build_model
 from fer.models.profile import FIELDS, MB, profile_model
 
@@ -23,11 +25,61 @@ def test_every_component_and_totals_that_are_sums(tiny):
     for name in PARTS:
         row = tiny[name]
         assert row["built"] and set(row) == {*FIELDS, "built"}
-        assert row["train_mem_estimate_mb"] == pytest.approx(
-            (4 * row["params_total"] + 12 * row["params_trainable"]) / MB + row["activations_mb"])
     for field in FIELDS:
         assert tiny["total"][field] == pytest.approx(sum(tiny[name][field] for name in PARTS))
     assert all(tiny[name]["gflops_per_clip"] > 0 for name in PARTS)
+
+
+class Toy(nn.Module):
+    """Two parts small enough to count by hand: a frozen Linear(4, 3) as audio encoder, a
+    trainable Linear(3, 8) as classifier; every other part absent."""
+
+    def __init__(self):
+        super().__init__()
+        for name in PARTS:
+            setattr(self, name, None)
+        self.audio_encoder = nn.Linear(4, 3).requires_grad_(False)
+        self.classifier = nn.Linear(3, 8)
+
+    def forward(self, batch):
+        return self.classifier(self.audio_encoder(batch["x"]))  # (B, 4) -> (B, 3) -> (B, 8)
+
+
+@pytest.fixture
+def toy(monkeypatch):
+    monkeypatch.setattr(profile, "build_model", lambda cfg, device: Toy().to(device))
+    monkeypatch.setattr(profile, "meta_batch", lambda cfg, batch: {"x": torch.empty(batch, 4, device="meta")})
+
+    def run(batch: int, precision: str) -> dict:
+        return profile_model(resolve_config("tiny"), batch=batch, precision=precision)
+
+    return run
+
+
+@pytest.mark.parametrize("precision, half", [("bf16", 2), ("no", 4)])
+def test_a_toy_model_profiles_as_counted_by_hand(toy, precision, half):
+    result = toy(batch=2, precision=precision)
+    enc, head, total = result["audio_encoder"], result["classifier"], result["total"]
+    # Frozen encoder: 4*3 + 3 = 15 weights at 4 B; nothing trains, its input needs no gradient,
+    # so autograd keeps nothing; 2 * 4 * 3 = 24 FLOPs per clip.
+    assert (enc["params_total"], enc["params_trainable"], enc["activations_mb"]) == (15, 0, 0)
+    assert enc["train_mem_estimate_mb"] * MB == pytest.approx(60)
+    assert enc["gflops_per_clip"] * 1e9 == pytest.approx(24)
+    # Classifier: 3*8 + 8 = 32 trainable weights at 4 (weight) + 4 (gradient) + 8 (AdamW) B = 512 B,
+    # plus its saved input, 2 clips x 3 values at ``half`` bytes; 2 * 3 * 8 = 48 FLOPs per clip.
+    assert (head["params_total"], head["params_trainable"]) == (32, 32)
+    assert head["activations_mb"] * MB == pytest.approx(2 * 3 * half)
+    assert head["train_mem_estimate_mb"] * MB == pytest.approx(512 + 2 * 3 * half)
+    assert head["gflops_per_clip"] * 1e9 == pytest.approx(48)
+    assert total["gflops_per_clip"] * 1e9 == pytest.approx(72)
+    assert total["train_mem_estimate_mb"] * MB == pytest.approx(60 + 512 + 2 * 3 * half)
+    assert not result["fusion"]["built"] and result["fusion"]["params_total"] == 0
+
+
+def test_the_frozen_tiny_audio_encoder_costs_its_float32_weights_only(tiny):
+    # 147,136 FastConformer parameters (fer.models.audio), 4 B each; frozen and fed raw audio.
+    assert tiny["audio_encoder"]["params_total"] == 147_136
+    assert tiny["audio_encoder"]["train_mem_estimate_mb"] * MB == pytest.approx(4 * 147_136)
 
 
 def test_parameter_counts_match_a_real_build(tiny):

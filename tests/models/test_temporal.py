@@ -1,10 +1,12 @@
 """Temporal encoder: block layout, causal and centred convolutions, frame pooling, every segment pooling."""
 
+import math
+
 import pytest
 import torch
 from pydantic import ValidationError
 
-from fer.models.pooling import SEGMENT_POOLING, temporal_encoding
+from fer.models.pooling import SEGMENT_POOLING
 from fer.models.temporal import (
     AttentionBlock,
     FramePooling,
@@ -91,14 +93,30 @@ def test_shapes_values_and_gradients(pooling, causal):
     assert missing == []
 
 
+def test_frame_pooling_weights_tokens_by_the_softmax_of_their_scores():
+    pool = FramePooling(1)
+    with torch.no_grad():
+        pool.score.weight.fill_(1.0)  # score = the token itself
+    tokens = torch.tensor([0.0, math.log(3.0)]).view(1, 1, 2, 1)  # (B, T, K, D)
+    # softmax(0, ln 3) = (1/4, 3/4): 0 * 1/4 + ln 3 * 3/4
+    assert pool(tokens).item() == pytest.approx(0.75 * math.log(3.0))
+
+
 def test_segments_follow_time():
-    """With avg pooling and no mixing blocks, segment s is the mean of frames 2s, 2s + 1 of the
-    frame-pooled tokens: time order survives to the segments."""
+    """No mixing blocks, avg pooling, one token per frame (its frame-pooling weight is 1) and no
+    projection: segment s is the mean of frames 2s and 2s + 1 of LayerNorm(token + sinusoid),
+    every step written out here in float64."""
     torch.manual_seed(0)
     enc = build_temporal(TemporalConfig(layers=0, pooling="avg"), in_dim=DV, segments=S).eval()
-    tokens = torch.randn(B, T, K, DV)
-    frames = enc.norm(enc.frame_pool(tokens) + temporal_encoding(T, DV))  # (B, T, D)
-    torch.testing.assert_close(enc(tokens), frames.unflatten(1, (S, 2)).mean(2))
+    tokens = torch.randn(B, T, 1, DV)
+    t = torch.arange(T, dtype=torch.float64)[:, None]  # (T, 1)
+    i = torch.arange(0, DV, 2, dtype=torch.float64)  # even channels
+    angle = t / 10000 ** (i / DV)  # (T, DV / 2)
+    sinusoid = torch.stack([angle.sin(), angle.cos()], dim=-1).reshape(T, DV)  # sin, cos interleaved
+    x = tokens[:, :, 0].double() + sinusoid  # (B, T, DV)
+    normed = (x - x.mean(-1, keepdim=True)) / (x.var(-1, unbiased=False, keepdim=True) + 1e-5).sqrt()
+    expected = normed.reshape(B, S, T // S, DV).mean(2)  # (B, S, DV)
+    torch.testing.assert_close(enc(tokens).double(), expected, atol=1e-5, rtol=1e-5)
 
 
 def test_width_defaults_to_the_encoder_width():

@@ -276,6 +276,14 @@ def timm_to_transformers(state: dict[str, torch.Tensor], depth: int) -> dict[str
     return out
 
 
+@pytest.mark.parametrize("backend", BACKENDS)
+def test_build_settings_are_the_towers_shape_and_input_size(backend):
+    # What the feature cache keys on besides the weights; where they come from is not part of it.
+    expected = {"width": 64, "depth": 2, "heads": 2, "mlp": 256, "patch": 8, "image_size": 64}
+    assert tiny(backend).build_settings() == expected
+    assert build_visual_encoder(VisualConfig(backend=backend), image_size=32).build_settings() == {**expected, "image_size": 32}
+
+
 def test_backends_compute_the_same_tower():
     """Same weights, same tokens: the timm tower is built with SigLIP's tanh GELU, as transformers'.
     Weights are drawn wide (std 0.2) so MLP inputs reach where exact and tanh GELU differ (~1e-3)."""

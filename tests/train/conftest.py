@@ -1,9 +1,11 @@
-"""A small synthetic RAVDESS, prepared once per session, and one recorded end-to-end unit run.
+"""A small synthetic RAVDESS, prepared once per session, and recorded end-to-end unit runs.
 
 12 actors x 8 emotions x 1 clip (1 s, 8 fps, 128 px): under ``ravdess-6fold`` fold 0 tests
 actors 1-4, validates on 5-8 and trains on 9-12, so every split is present. The unit run
-records which clips each loader's dataset reads, in order, and logs to a temporary MLflow
-sqlite store through ``fer.tracking`` exactly as the study engine does.
+records which clips each loader's dataset reads, in order, and every feature-cache build and
+lookup on the same clock, and logs to a temporary MLflow sqlite store through ``fer.tracking``
+exactly as the study engine does. It runs twice: with augmentation (nothing cached) and
+without (both encoders fed from the feature cache).
 """
 
 from __future__ import annotations
@@ -58,6 +60,10 @@ def prepared_cache(synth_data, unit_cfg, tmp_path_factory) -> Path:
     return cache
 
 
+# The same run with the feature cache in use: no augmentation, so both frozen encoders are cached.
+CACHED_OVERRIDES = {**OVERRIDES, "data.augment.flip": False, "data.augment.audio_gain": False}
+
+
 @dataclass
 class RecordedRun:
     result: object  # fer.train.run.UnitResult
@@ -66,6 +72,8 @@ class RecordedRun:
     epochs: list[tuple[int, dict]]  # what the callback received
     client: object  # MlflowClient of the temporary store
     run_id: str
+    feature_reads: list[tuple[int, str]]  # (order, clip_id) per feature-cache lookup
+    feature_builds: list[tuple[int, list[str]]]  # (order, clip ids asked for) per feature-cache build
 
 
 class _Recorder:
@@ -79,8 +87,34 @@ class _Recorder:
         self.logger.on_epoch_end(epoch, metrics)
 
 
-@pytest.fixture(scope="session")
-def recorded_run(synth_data, prepared_cache, unit_cfg, tmp_path_factory) -> RecordedRun:
+class FeatureSpy:
+    """Records feature-cache builds (the clips asked for) and lookups (the clip read), numbered
+    by the same counter as the dataset reads so that their order can be compared."""
+
+    def __init__(self, counter):
+        self.counter, self.reads, self.builds = counter, [], []
+
+    def install(self, mp: pytest.MonkeyPatch) -> None:
+        from fer.train.features import FeatureCache
+
+        real_build, real_lookup = FeatureCache.build, FeatureCache.lookup
+        spy = self
+
+        def build(cache, encoder, entries, *args, **kwargs):
+            spy.builds.append((next(spy.counter), sorted(entries)))
+            return real_build(cache, encoder, entries, *args, **kwargs)
+
+        def lookup(cache, clip_id):
+            spy.reads.append((next(spy.counter), clip_id))
+            return real_lookup(cache, clip_id)
+
+        mp.setattr(FeatureCache, "build", build)
+        mp.setattr(FeatureCache, "lookup", lookup)
+
+
+def record_run(cfg, synth_data, prepared_cache, store) -> RecordedRun:
+    """run_unit of ``cfg`` on fold 0 with every dataset read and feature-cache access recorded,
+    logged to an MLflow sqlite store in ``store``."""
     from mlflow import MlflowClient
 
     import fer.train.run as run
@@ -107,17 +141,45 @@ def recorded_run(synth_data, prepared_cache, unit_cfg, tmp_path_factory) -> Reco
         return real_fit(model, train_loader=train_loader, val_loader=val_loader,
                         test_loader=test_loader, **kw)
 
-    store = tmp_path_factory.mktemp("mlflow")
     client = MlflowClient(tracking_uri=f"sqlite:///{store / 'mlflow.db'}")
     experiment = ensure_experiment(client, "train-tests")
     run_id = start_unit_run(client, experiment, parent_run_id=None, tags={"kind": "unit"},
-                            params=flatten(unit_cfg))
+                            params=flatten(cfg))
     recorder = _Recorder(UnitLogger(client, run_id))
+    features = FeatureSpy(counter)
     with pytest.MonkeyPatch.context() as mp:
         mp.setattr(run, "PreparedClipDataset", SpyDataset)
         mp.setattr(run, "fit", spy_fit)
-        result = run.run_unit(unit_cfg, data_root=synth_data, cache_dir=prepared_cache, fold=0,
+        features.install(mp)
+        result = run.run_unit(cfg, data_root=synth_data, cache_dir=prepared_cache, fold=0,
                               seed=0, callback=recorder)
-    log_unit_result(client, run_id, result, config=unit_cfg)
+    log_unit_result(client, run_id, result, config=cfg)
     return RecordedRun(result=result, loads=loads, aug=aug, epochs=recorder.calls, client=client,
-                       run_id=run_id)
+                       run_id=run_id, feature_reads=features.reads, feature_builds=features.builds)
+
+
+@pytest.fixture
+def feature_spy(monkeypatch) -> FeatureSpy:
+    """A FeatureSpy installed for one test, with a counter of its own."""
+    spy = FeatureSpy(itertools.count())
+    spy.install(monkeypatch)
+    return spy
+
+
+@pytest.fixture(scope="session")
+def recorded_run(synth_data, prepared_cache, unit_cfg, tmp_path_factory) -> RecordedRun:
+    """The unit run with augmentation on (so no feature is cached)."""
+    return record_run(unit_cfg, synth_data, prepared_cache, tmp_path_factory.mktemp("mlflow"))
+
+
+@pytest.fixture(scope="session")
+def cached_unit_cfg():
+    from fer.config import resolve_config
+
+    return resolve_config("tiny", CACHED_OVERRIDES)
+
+
+@pytest.fixture(scope="session")
+def recorded_cached_run(synth_data, prepared_cache, cached_unit_cfg, tmp_path_factory) -> RecordedRun:
+    """The unit run with both frozen encoders fed from the feature cache."""
+    return record_run(cached_unit_cfg, synth_data, prepared_cache, tmp_path_factory.mktemp("mlflow-cached"))

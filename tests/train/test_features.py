@@ -6,6 +6,7 @@ import subprocess
 import sys
 import textwrap
 import time
+from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
@@ -16,9 +17,10 @@ from torch import nn
 from fer.config import resolve_config
 from fer.data.cache import entry_path, save_entry
 from fer.data.dataset import PreparedClipDataset, make_loader
-from fer.features import (EncoderForwardCounter, EntryInput, FeatureCache, FeatureCacheError, cacheable,
-                          encoder_config, encoder_key, prepare_features, prepare_key_of)
 from fer.models.model import build_model
+from fer.models.slots import AUDIO, VISUAL
+from fer.train.features import (EncoderForwardCounter, EntryInput, FeatureCache, FeatureCacheError,
+                                cached_encoders, encoder_key, prepare_features, prepare_key_of)
 
 T, SIZE, SECONDS, RATE = 4, 64, 0.5, 16000
 L = round(SECONDS * RATE)
@@ -59,6 +61,15 @@ def cache_keys(hooks: dict) -> dict[str, str]:
     return {name: fn.__self__.key for name, fn in hooks.items()}
 
 
+def cached_modalities(cfg) -> set[str]:
+    return {enc.slot.modality for enc in cached_encoders(seeded_model(cfg), cfg)}
+
+
+def visual_encoder(model):
+    """The model's frozen visual encoder spec (what the cache asks the model for)."""
+    return next(enc for enc in model.frozen_encoders() if enc.slot is VISUAL)
+
+
 @pytest.fixture(scope="module")
 def entries(tmp_path_factory) -> dict[str, Path]:
     return make_entries(tmp_path_factory.mktemp("cache"))
@@ -79,46 +90,48 @@ def model():
     ({"data.augment.crop": True, "data.augment.audio_noise": True}, set()),
     ({"data.augment.audio_shift": True}, {"visual"}),
 ])
-def test_cacheable(overrides, expected):
-    assert cacheable(tiny_cfg(**overrides)) == expected
+def test_cached_encoders(overrides, expected):
+    assert cached_modalities(tiny_cfg(**overrides)) == expected
+
+
+def test_the_model_names_its_frozen_encoders_with_their_batch_keys(model):
+    encoders = model.frozen_encoders()
+    assert [(e.slot, e.part) for e in encoders] == [(AUDIO, "audio_encoder"), (VISUAL, "visual_encoder")]
+    assert encoders[0].module is model.audio_encoder and encoders[1].module is model.visual_encoder
+    assert (AUDIO.input_key, AUDIO.feature_key, VISUAL.input_key, VISUAL.feature_key) == \
+        ("audio", "audio_feats", "frames", "visual_feats")  # the dataset's item keys
 
 
 def test_feature_cache_switch_turns_everything_off(model, entries, tmp_path):
     off = tiny_cfg(**{"train.feature_cache": False})
-    assert cacheable(off) == set()
+    assert cached_encoders(model, off) == []
     assert prepare_features(model, off, entries, tmp_path, PREP_KEY, progress=False) == {}
     assert not (tmp_path / "features").exists()
 
 
-def test_encoder_config_holds_only_what_shapes_the_output():
-    base = tiny_cfg()
-    for later in ({"model.visual.roi.k": 8}, {"model.fusion.layers": 0}, {"model.audio.pooling": "max"},
-                  {"model.classifier.pooling": "mean"}, {"model.visual.pretrained": "/elsewhere/siglip"}):
-        cfg = tiny_cfg(**later)
-        assert encoder_config(cfg, "audio") == encoder_config(base, "audio"), later
-        assert encoder_config(cfg, "visual") == encoder_config(base, "visual"), later
-    assert encoder_config(tiny_cfg(**{"data.mean": (0.4, 0.5, 0.5)}), "visual") != encoder_config(base, "visual")
-    assert encoder_config(tiny_cfg(**{"model.visual.backend": "transformers"}), "visual") != encoder_config(base, "visual")
-    assert encoder_config(tiny_cfg(**{"model.audio.layers": 1}), "audio") != encoder_config(base, "audio")
-
-
 def test_any_change_of_encoder_weights_or_preprocessing_changes_the_key(model):
-    enc, part = model.visual_encoder, encoder_config(tiny_cfg(), "visual")
-    base = encoder_key("visual", enc, part, PREP_KEY)
-    assert encoder_key("visual", enc, dict(part), PREP_KEY) == base  # deterministic
+    data, enc = tiny_cfg().data, visual_encoder(model)
+    base = encoder_key(enc, data, PREP_KEY)
+    assert encoder_key(enc, data, PREP_KEY) == base  # deterministic
 
-    twin = seeded_model(tiny_cfg()).visual_encoder  # same seed, same weights
-    assert encoder_key("visual", twin, part, PREP_KEY) == base
+    def twin():  # same seed, same weights, its own module to alter
+        return visual_encoder(seeded_model(tiny_cfg()))
+
+    assert encoder_key(twin(), data, PREP_KEY) == base
+    nudged, resized, renamed = twin(), twin(), twin()
     with torch.no_grad():
-        p = next(twin.parameters())
+        p = next(nudged.module.parameters())
         p.view(-1)[0] = torch.nextafter(p.view(-1)[0], torch.tensor(1e9))  # one ulp in one weight
+    stated = resized.module.build_settings()
+    resized.module.build_settings = lambda: {**stated, "image_size": 32}
+    renamed.module.__class__ = type("OtherPatchEncoder", (type(enc.module),), {})
     changed = {
-        "weights": encoder_key("visual", twin, part, PREP_KEY),
-        "encoder": encoder_key("visual", enc, {**part, "encoder": "siglip2-b16"}, PREP_KEY),
-        "normalisation": encoder_key("visual", enc, {**part, "mean": [0.4, 0.5, 0.5]}, PREP_KEY),
-        "preprocessing": encoder_key("visual", enc, part, "prep1"),
-        "slot": encoder_key("audio", enc, part, PREP_KEY),
-        "class": encoder_key("visual", model.audio_encoder, part, PREP_KEY),
+        "weights": encoder_key(nudged, data, PREP_KEY),
+        "build settings": encoder_key(resized, data, PREP_KEY),
+        "class": encoder_key(renamed, data, PREP_KEY),
+        "normalisation": encoder_key(enc, data.model_copy(update={"mean": (0.4, 0.5, 0.5)}), PREP_KEY),
+        "preprocessing": encoder_key(enc, data, "prep1"),
+        "slot": encoder_key(replace(enc, slot=AUDIO), data, PREP_KEY),
     }
     assert base not in changed.values()
     assert len(set(changed.values())) == len(changed)
@@ -153,8 +166,8 @@ def test_stored_features_are_the_encoder_outputs_in_fp16(model, entries, tmp_pat
     keys = cache_keys(features)
     cid, path = next(iter(entries.items()))
     with torch.no_grad():
-        frames = EntryInput(cfg.data, "visual")(path)[None]  # (1, T, 3, H, W)
-        audio = EntryInput(cfg.data, "audio")(path)[None]  # (1, L)
+        frames = EntryInput(cfg.data, VISUAL)(path)[None]  # (1, T, 3, H, W)
+        audio = EntryInput(cfg.data, AUDIO)(path)[None]  # (1, L)
         want = {"visual_feats": model.visual_encoder(frames)[0], "audio_feats": model.audio_encoder(audio)[0]}
     assert want["visual_feats"].shape == (T, (SIZE // 8) ** 2, 64)
     for name, expected in want.items():
@@ -216,16 +229,14 @@ def test_other_preprocessing_builds_its_own_cache(model, entries, tmp_path):
 def test_cells_with_the_same_seed_share_the_random_tiny_encoders(other):
     base, cfg = tiny_cfg(), tiny_cfg(**other)
     a, b = seeded_model(base), seeded_model(cfg)
-    part = encoder_config(base, "visual")
-    assert encoder_key("visual", b.visual_encoder, part, PREP_KEY) == \
-        encoder_key("visual", a.visual_encoder, part, PREP_KEY)
+    assert encoder_key(visual_encoder(b), cfg.data, PREP_KEY) == encoder_key(visual_encoder(a), base.data, PREP_KEY)
 
 
 def test_unfrozen_encoder_is_refused(entries, tmp_path):
     cfg = tiny_cfg(**{"model.modality": "visual"})
     m = seeded_model(cfg)
     m.visual_encoder.requires_grad_(True)
-    with pytest.raises(ValueError, match="visual_encoder has trainable parameters"):
+    with pytest.raises(ValueError, match="visual_encoder was built frozen but has trainable parameters"):
         prepare_features(m, cfg, entries, tmp_path, PREP_KEY, progress=False)
 
 
@@ -255,7 +266,7 @@ def dead_pid() -> int:
 
 def test_an_interrupted_build_resumes_with_the_missing_clips(model, entries, tmp_path):
     cfg = tiny_cfg()
-    load = EntryInput(cfg.data, "visual")
+    load = EntryInput(cfg.data, VISUAL)
     cache = FeatureCache(tmp_path, "k")
     with pytest.raises(Interrupted):
         cache.build(StopsAfter(model.visual_encoder, 1), entries, load, batch_size=2, progress=False)
@@ -341,7 +352,7 @@ KILLED_BUILD = textwrap.dedent("""
     from pathlib import Path
     import numpy as np, torch
     from torch import nn
-    from fer.features import FeatureCache
+    from fer.train.features import FeatureCache
 
     class Slow(nn.Module):
         def __init__(self):

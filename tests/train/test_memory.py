@@ -4,8 +4,9 @@ import pytest
 import torch
 
 from fer.config import resolve_config
-from fer.train.memory import (MIB, MemoryBudgetError, divisors_descending, is_cuda_oom, parse_budget,
-                              plan_batch, profile_estimate, run_with_backoff)
+from fer.train.config import parse_budget
+from fer.train.memory import (MIB, MemoryBudgetError, ProfileEstimate, divisors_descending, is_cuda_oom, plan_batch,
+                              run_with_backoff)
 
 
 @pytest.mark.parametrize("text, expected", [
@@ -81,7 +82,7 @@ def test_plan_from_the_profile_estimate():
     """The default estimator: the tiny model's profiled memory grows with the micro-batch, and a
     budget that holds 4 clips but not 8 gets (4, 2)."""
     cfg = cfg_with_batch(8)
-    est = profile_estimate(cfg)
+    est = ProfileEstimate(cfg)
     at4, at8 = est(4), est(8)
     assert 0 < at4 < at8
     budget = int(at4 * MIB) + 1

@@ -15,8 +15,8 @@ from fer.data.ravdess import Clip
 from fer.labels import EMOTIONS
 from fer.train.loop import Evaluation
 from fer.train.metrics import classification_metrics
-from fer.train.run import (PeakMemory, forward_gflops, inverse_frequency_weights, manifest_hash,
-                           model_gflops_per_clip, prediction_rows, run_unit, split_clips)
+from fer.train.run import (PeakMemory, inverse_frequency_weights, manifest_hash, prediction_rows, run_unit,
+                           split_clips)
 from fer.tracking import PREDICTION_COLUMNS
 
 
@@ -85,27 +85,36 @@ def test_manifest_hash_follows_clips_and_entry_keys():
     assert manifest_hash(a) != manifest_hash({"x": a["x"]})
 
 
-def test_forward_gflops_counts_two_flops_per_multiply_add():
-    class Model(torch.nn.Module):
-        def __init__(self):
-            super().__init__()
-            self.a, self.b = torch.nn.Linear(16, 32), torch.nn.Linear(32, 8)
-
-        def forward(self, batch):
-            return self.b(torch.relu(self.a(batch["x"])))
-
-    assert forward_gflops(Model(), {"x": torch.randn(5, 16)}, clips=5) == pytest.approx(
-        2 * (16 * 32 + 32 * 8) / 1e9)
-
-
 def test_model_gflops_cover_both_branches():
     from fer.config import resolve_config
+    from fer.train.memory import ProfileEstimate
 
-    av, audio, visual = (model_gflops_per_clip(resolve_config("tiny", {"model.modality": m}))
+    av, audio, visual = (ProfileEstimate(resolve_config("tiny", {"model.modality": m})).gflops_per_clip()
                          for m in ("av", "audio", "visual"))
     assert 0 < audio < av and 0 < visual < av
     # Fusion and head are small next to the encoders: the branches account for most of av.
     assert audio + visual == pytest.approx(av, rel=0.2)
+
+
+def test_the_logged_flops_reuse_the_memory_plans_profile(monkeypatch):
+    """One FLOP count per unit: the profile the memory plan made, else one at the training batch."""
+    from fer.config import resolve_config
+    from fer.models import profile
+    from fer.train.memory import ProfileEstimate, plan_batch
+
+    cfg = resolve_config("tiny", {"train.batch_size": 8})
+    built = []
+    real_build = profile.build_model
+    monkeypatch.setattr(profile, "build_model", lambda *a, **kw: built.append(1) or real_build(*a, **kw))
+    planned = ProfileEstimate(cfg)
+    assert plan_batch(cfg, 2**40, planned) == (8, 1) and len(built) == 1
+    flops = planned.gflops_per_clip()
+    assert len(built) == 1 and list(planned.profiles) == [8]
+    alone = ProfileEstimate(cfg)
+    assert alone.gflops_per_clip() == flops and list(alone.profiles) == [8] and len(built) == 2
+    # A batch-norm head cannot run one clip in training mode; the count still comes out.
+    bn = ProfileEstimate(resolve_config("tiny", {"model.classifier.norm": "batch"}))
+    assert bn.gflops_per_clip() > 0
 
 
 @pytest.mark.skipif(torch.cuda.is_available(), reason="measures CPU memory")
@@ -196,15 +205,13 @@ def test_protocol_without_validation_selects_on_test_with_a_warning(synth_data, 
 
 @pytest.mark.slow
 def test_frozen_unaugmented_encoders_run_once_per_clip_through_the_feature_cache(
-        synth_data, prepared_cache, unit_cfg, monkeypatch):
-    import fer.train.run as run
+        synth_data, prepared_cache, unit_cfg):
     from fer.data.config import AugmentConfig
-    from fer.features import EncoderForwardCounter, cacheable
+    from fer.models.model import build_model
+    from fer.train.features import EncoderForwardCounter, cached_encoders
 
     cfg = unit_cfg.model_copy(update={"data": unit_cfg.data.model_copy(update={"augment": AugmentConfig()})})
-    assert cacheable(cfg) == {"audio", "visual"}
-    # The FLOP count forwards a meta-device copy of the model, which the counter would see too.
-    monkeypatch.setattr(run, "model_gflops_per_clip", lambda cfg: 0.0)
+    assert [e.part for e in cached_encoders(build_model(cfg, device="meta"), cfg)] == ["audio_encoder", "visual_encoder"]
     # Other tests of the session share this cache and may have built these features already.
     shutil.rmtree(prepared_cache / "features", ignore_errors=True)
     with EncoderForwardCounter() as first:

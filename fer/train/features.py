@@ -3,16 +3,18 @@
 A frozen encoder whose input is not augmented maps a clip to the same tensor in every epoch,
 cell, fold and study, and with SigLIP on 16 frames per clip that forward pass is nearly all of a
 run's time. So it is computed once, stored in fp16, and the model is fed the stored features
-instead (``FERModel.forward`` skips an encoder when the batch carries ``audio_feats`` /
-``visual_feats``):
+instead (``FERModel.forward`` skips an encoder when the batch carries its slot's feature key,
+``audio_feats`` / ``visual_feats``, see ``fer.models.slots``):
 
     <cache>/features/<key>/<clip_id>.npy    visual (T, N, Dv), audio (Ta, Da); float16
 
-The key hashes everything the output depends on and nothing else: the encoder slot, its class and
-the config fields that shape its output, the bytes of every weight and buffer, the input
-normalisation, the prepared-clip settings key and the library versions. Every cell, fold and
-study that uses the same encoder on the same prepared clips therefore shares one folder, and a
-change of encoder, weights or preprocessing gets a new one.
+The key hashes everything the output depends on and nothing else. The model names its frozen
+encoders (``FERModel.frozen_encoders``) and each states its own identity: its batch keys, class,
+the settings it was built with and its weights. The dataset states how a prepared entry becomes
+that encoder's input (``fer.data.dataset.input_settings``); the prepared-clip settings key and the
+library versions complete it. Every cell, fold and study that uses the same encoder on the same
+prepared clips therefore shares one folder, and a change of encoder, weights or preprocessing
+gets a new one.
 
 A file is written under a temporary name in the same folder and renamed over the final name, so
 a reader never sees half a file; a killed build leaves at most temporary files, which the next
@@ -38,17 +40,15 @@ from torch.utils.data import DataLoader, Dataset
 
 from fer.atomic import atomic_open, remove_stale_temps
 from fer.data.config import DataConfig
-from fer.data.dataset import FeatureHook, PreparedClipDataset
+from fer.data.dataset import FeatureHook, PreparedClipDataset, augments, input_settings
+from fer.models.slots import AUDIO, VISUAL, FeatureSlot
 
 if TYPE_CHECKING:  # fer.config pulls in every model config (and transformers); loader workers need none
     from fer.config import RunConfig
+    from fer.models.model import FERModel, FrozenEncoder
 
 # Bump when the stored layout or the way features are computed changes.
 FORMAT_VERSION = 1
-# Encoder slot -> the batch key of its features, the FERModel submodule, the input it replaces.
-FEATURE_KEYS = {"audio": "audio_feats", "visual": "visual_feats"}
-ENCODER_MODULES = {"audio": "audio_encoder", "visual": "visual_encoder"}
-INPUT_KEYS = {"audio": "audio", "visual": "frames"}
 # Libraries whose code computes the features; an upgrade may change the numbers.
 _LIBRARIES = ("torch", "timm", "transformers")
 
@@ -57,51 +57,16 @@ class FeatureCacheError(ValueError):
     """A feature file is missing, unreadable or not fp16; the message names the file."""
 
 
-def cacheable(cfg: RunConfig) -> set[str]:
-    """The encoders of ``cfg`` whose outputs may be cached: a subset of ``{"audio", "visual"}``.
+def cached_encoders(model: FERModel, cfg: RunConfig) -> list[FrozenEncoder]:
+    """The encoders of ``model`` whose outputs are cached under ``cfg``, audio first.
 
-    An encoder qualifies when its modality is used, it is frozen, its input augmentation is off
-    (an augmented input gives a new output every epoch) and ``train.feature_cache`` is on.
+    An encoder qualifies when the model built it frozen (``FERModel.frozen_encoders``), its input
+    augmentation is off (an augmented input gives a new output every epoch) and
+    ``train.feature_cache`` is on.
     """
     if not cfg.train.feature_cache:
-        return set()
-    m, aug = cfg.model, cfg.data.augment
-    out = set()
-    if m.uses_audio and m.audio.freeze and not aug.audio:
-        out.add("audio")
-    if m.uses_visual and m.visual.freeze and not aug.visual:
-        out.add("visual")
-    return out
-
-
-def encoder_config(cfg: RunConfig, name: str) -> dict:
-    """The config fields that shape encoder ``name``'s output, apart from its weights and the
-    prepared clips (those have their own parts of the key).
-
-    ``pretrained`` is left out: the weights hash already says which weights were loaded, and a
-    checkpoint moved to another folder should not recompute anything. Pooling, ROI, temporal,
-    fusion and head settings are left out because they act after the encoder.
-    """
-    if name == "audio":
-        a = cfg.model.audio
-        return {"encoder": a.encoder, "layers": a.layers, "sample_rate": cfg.data.sample_rate}
-    if name == "visual":
-        v, d = cfg.model.visual, cfg.data
-        return {"backend": v.backend, "encoder": v.encoder, "size": d.size, "mean": list(d.mean),
-                "std": list(d.std)}
-    raise KeyError(f"unknown encoder {name!r}; known: {', '.join(FEATURE_KEYS)}")
-
-
-def weights_hash(module: nn.Module) -> str:
-    """sha256 of the names, dtypes, shapes and bytes of every parameter and buffer of ``module``."""
-    h = hashlib.sha256()
-    tensors = dict(module.named_parameters())
-    tensors.update(module.named_buffers())  # non-persistent ones too (e.g. mel filters)
-    for tname in sorted(tensors):
-        t = tensors[tname].detach().cpu().contiguous()
-        h.update(f"{tname}|{t.dtype}|{tuple(t.shape)}|".encode())
-        h.update(t.reshape(-1).view(torch.uint8).numpy().data)
-    return h.hexdigest()
+        return []
+    return [enc for enc in model.frozen_encoders() if not augments(cfg.data.augment, enc.slot)]
 
 
 def _library_versions() -> dict[str, str | None]:
@@ -114,13 +79,14 @@ def _library_versions() -> dict[str, str | None]:
     return found
 
 
-def encoder_key(name: str, module: nn.Module, cfg_part: dict, prepare_key: str) -> str:
+def encoder_key(encoder: FrozenEncoder, data_cfg: DataConfig, prepare_key: str) -> str:
     """The cache folder name of one encoder's features.
 
     Args:
-        name: encoder slot, ``"audio"`` or ``"visual"``.
-        module: the encoder itself; its class and weights are hashed.
-        cfg_part: what :func:`encoder_config` returns for it.
+        encoder: a frozen encoder of the model; its ``identity()`` (batch keys, class, build
+            settings, weights hash) is hashed.
+        data_cfg: the data settings; those that shape the encoder's input are hashed
+            (``fer.data.dataset.input_settings``).
         prepare_key: the prepared-clip settings key (``PrepareSettings.key()``).
 
     Returns:
@@ -128,10 +94,8 @@ def encoder_key(name: str, module: nn.Module, cfg_part: dict, prepare_key: str) 
     """
     identity = {
         "format": FORMAT_VERSION,
-        "name": name,
-        "class": f"{type(module).__module__}.{type(module).__qualname__}",
-        "config": cfg_part,
-        "weights": weights_hash(module),
+        "encoder": encoder.identity(),
+        "input": input_settings(data_cfg, encoder.slot),
         "prepare": prepare_key,
         "libraries": _library_versions(),
     }
@@ -145,16 +109,16 @@ class EntryInput:
 
     Args:
         data_cfg: frames, size, audio length, normalisation.
-        name: ``"visual"`` -> normalised frames (T, 3, H, W); ``"audio"`` -> waveform (L,).
+        slot: ``VISUAL`` -> normalised frames (T, 3, H, W); ``AUDIO`` -> waveform (L,).
     """
 
-    def __init__(self, data_cfg: DataConfig, name: str):
-        self.data_cfg, self.name = data_cfg, name
+    def __init__(self, data_cfg: DataConfig, slot: FeatureSlot):
+        self.data_cfg, self.slot = data_cfg, slot
 
     def __call__(self, path: Path) -> torch.Tensor:
-        ds = PreparedClipDataset([path], self.data_cfg, train=False, load_frames=self.name == "visual",
-                                 load_audio=self.name == "audio")
-        return ds[0][INPUT_KEYS[self.name]]
+        ds = PreparedClipDataset([path], self.data_cfg, train=False, load_frames=self.slot is VISUAL,
+                                 load_audio=self.slot is AUDIO)
+        return ds[0][self.slot.input_key]
 
 
 class _Inputs(Dataset):
@@ -291,14 +255,14 @@ def prepare_key_of(entries: Mapping[str, Path]) -> str:
     return keys.pop()
 
 
-def prepare_features(model: nn.Module, cfg: RunConfig, entries: Mapping[str, Path], cache_dir: str | Path,
+def prepare_features(model: FERModel, cfg: RunConfig, entries: Mapping[str, Path], cache_dir: str | Path,
                      prepare_key: str, *, batch_size: int = 8, device: str | torch.device | None = None,
                      num_workers: int = 0, progress: bool = True) -> dict[str, FeatureHook]:
-    """Build whatever features of ``entries`` are missing for each cacheable encoder of ``model``.
+    """Build whatever features of ``entries`` are missing for each cached encoder of ``model``.
 
     Args:
         model: the ``FERModel`` of ``cfg`` (its frozen encoders compute the features).
-        cfg: the resolved run config; :func:`cacheable` decides which encoders are cached.
+        cfg: the resolved run config; :func:`cached_encoders` decides which encoders are cached.
         entries: clip id -> prepared entry, every clip the run will read (all splits).
         cache_dir: cache root; features go to ``<cache_dir>/features/<key>/``.
         prepare_key: the entries' prepared-settings key (:func:`prepare_key_of`).
@@ -308,23 +272,22 @@ def prepare_features(model: nn.Module, cfg: RunConfig, entries: Mapping[str, Pat
         progress: show a progress bar while building.
 
     Returns:
-        The ``features`` argument of ``PreparedClipDataset``: ``{"visual_feats": fn, "audio_feats": fn}``
-        for the cached encoders, ``fn(clip_id)`` -> float32 features. Empty when nothing is cacheable.
+        The ``features`` argument of ``PreparedClipDataset``: ``{"audio_feats": fn, "visual_feats": fn}``
+        (each cached encoder's ``slot.feature_key``), ``fn(clip_id)`` -> float32 features. Empty
+        when nothing is cached.
 
     Raises:
-        ValueError: the config says an encoder is frozen but the model's has trainable parameters.
+        ValueError: an encoder the model built frozen has trainable parameters.
     """
     hooks: dict[str, FeatureHook] = {}
-    for name in sorted(cacheable(cfg)):
-        encoder = getattr(model, ENCODER_MODULES[name])
-        if any(p.requires_grad for p in encoder.parameters()):
-            raise ValueError(f"model.{name}.freeze is true but the model's {ENCODER_MODULES[name]} has trainable "
-                             "parameters; its features cannot be cached")
-        key = encoder_key(name, encoder, encoder_config(cfg, name), prepare_key)
-        cache = FeatureCache(cache_dir, key)
-        cache.build(encoder, entries, EntryInput(cfg.data, name), batch_size, device=device,
+    for encoder in cached_encoders(model, cfg):
+        if any(p.requires_grad for p in encoder.module.parameters()):
+            raise ValueError(f"the model's {encoder.part} was built frozen but has trainable parameters; "
+                             "its features cannot be cached")
+        cache = FeatureCache(cache_dir, encoder_key(encoder, cfg.data, prepare_key))
+        cache.build(encoder.module, entries, EntryInput(cfg.data, encoder.slot), batch_size, device=device,
                     num_workers=num_workers, progress=progress)
-        hooks[FEATURE_KEYS[name]] = cache.lookup
+        hooks[encoder.slot.feature_key] = cache.lookup
     return hooks
 
 
@@ -343,9 +306,9 @@ class EncoderForwardCounter:
         from fer.models.audio import AudioEncoder
         from fer.models.visual import VISUAL_BACKENDS
 
-        self._kinds = ((AudioEncoder, "audio"),
-                       (tuple(VISUAL_BACKENDS.get(n) for n in VISUAL_BACKENDS.names()), "visual"))
-        self.counts = {"audio": 0, "visual": 0}
+        self._kinds = ((AudioEncoder, AUDIO.modality),
+                       (tuple(VISUAL_BACKENDS.get(n) for n in VISUAL_BACKENDS.names()), VISUAL.modality))
+        self.counts = {AUDIO.modality: 0, VISUAL.modality: 0}
         self._handle = nn.modules.module.register_module_forward_hook(self._hook)
         return self
 
