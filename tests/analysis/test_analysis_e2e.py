@@ -24,7 +24,8 @@ def test_real_study_to_report(tmp_path, monkeypatch):
 
     from analysis.report import write_study_report
     from fer.data.synth import generate
-    from studies.engine import StudyOptions, run_study
+    from studies.engine import run_study
+    from studies.options import RunOptions
     from studies.spec import validate
 
     torch.set_num_threads(1)
@@ -33,8 +34,8 @@ def test_real_study_to_report(tmp_path, monkeypatch):
     data = tmp_path / "ravdess"
     generate(data, actors=12, clips_per_class=1, seconds=1.0, fps=8, size=128, seed=0)
     tracking = f"sqlite:///{tmp_path / 'mlflow.db'}"
-    opts = StudyOptions(data_root=data, cache_dir=tmp_path / "cache", storage=str(tmp_path / "ledger.journal"),
-                        tracking_uri=tracking, max_epochs=1)
+    opts = RunOptions(data_root=data, cache_dir=tmp_path / "cache", storage=str(tmp_path / "ledger.journal"),
+                      tracking_uri=tracking, max_epochs=1)
     done = run_study("toy", validate(ABLATIONS), opts, echo=lambda s: None)
     assert done["finished"] == 4 and done["failed"] == 0
 

@@ -132,22 +132,11 @@ def test_study_override_next_to_an_axis_is_fine(ws):
 SEARCH_ROOT = ["--trials", "2"]
 TUNE_ERRORS = [
     pytest.param(["--set", "noequals"], ["error: noequals: expected key=value"], id="no-equals"),
-    pytest.param(["--set", "model.fusion.layerz=2"], ["model.fusion.layerz", "unknown key"], id="unknown-key",
-                 marks=pytest.mark.xfail(strict=True, reason=(
-                     "tune only parses --set: the config is first resolved inside each trial, so "
-                     "every trial FAILs and `best_trial` raises ValueError (exit 1). Fix: resolve "
-                     "{defaults, search overrides, --set} once before the study starts "
-                     "(studies/tune.py run_search or runner.py tune), ConfigError -> exit 2."))),
-    pytest.param(["--set", "train.lr=abc"], ["train.lr", "valid number"], id="bad-value",
-                 marks=pytest.mark.xfail(strict=True, reason="as unknown-key: --set not resolved before trials")),
-    pytest.param(["--preset", "nope"], ["unknown preset 'nope'"], id="unknown-preset",
-                 marks=pytest.mark.xfail(strict=True, reason="as unknown-key: preset not resolved before trials")),
-    pytest.param(["--set", "train.lr=0.01"], ["train.lr", "search"], id="clash-with-space",
-                 marks=pytest.mark.xfail(strict=True, reason=(
-                     "--set on a dimension of the search space is silently replaced by the suggested "
-                     "value ({**base, **params} in studies/tune.py). Fix: reject it with "
-                     "studies.grid.override_clashes(opts.overrides, spec.space, "
-                     "'a dimension of this search') before the study starts, exit 2."))),
+    pytest.param(["--set", "model.fusion.layerz=2"], ["model.fusion.layerz", "unknown key"], id="unknown-key"),
+    pytest.param(["--set", "train.lr=abc"], ["train.lr", "valid number"], id="bad-value"),
+    pytest.param(["--preset", "nope"], ["unknown preset 'nope'"], id="unknown-preset"),
+    pytest.param(["--set", "train.lr=0.01"], ["train.lr", "search"], id="clash-with-space"),
+    pytest.param(["--set", "train={lr: 0.01}"], ["train", "overlaps train.lr"], id="section-clash"),
 ]
 
 
@@ -163,10 +152,6 @@ def test_tune_unknown_search_and_missing_data_root(ws, trainings):
     assert_usage_error(invoke(ws, "tune"), ws, trainings, "--data-root")
 
 
-@pytest.mark.xfail(strict=True, reason=(
-    "a search's folds are not checked against its protocol: folds [0, 9] pass `validate` and every "
-    "trial fails on fold 9. Fix: studies/spec.py _check_search (or run_search) checks them with "
-    "studies.grid.resolve_folds, naming searches.toy.folds."))
 def test_tune_out_of_range_search_folds(ws, trainings):
     doc = yaml.safe_load(yaml.safe_dump(ABLATIONS))
     doc["searches"]["toy"]["folds"] = [0, 9]
@@ -202,10 +187,6 @@ def test_tune_exports_the_best_trial_as_a_usable_defaults_delta(ws, trainings):
     assert yaml.safe_load(out.read_text()) == {"defaults": {"overrides": {"train.lr": best_lr}}}
 
 
-@pytest.mark.xfail(strict=True, reason=(
-    "when no trial completes, runner.py tune reads study_.best_trial and dies with optuna's "
-    "ValueError traceback. Fix: runner.py tune (or run_search) says which trials failed and why "
-    "(their fail reasons are in MLflow) and exits 1."))
 def test_tune_where_every_trial_fails_ends_with_an_error_not_a_traceback(ws, monkeypatch):
     def run_unit(cfg, **_):
         raise RuntimeError("planted failure")

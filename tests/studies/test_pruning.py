@@ -61,14 +61,12 @@ class Script:
 @pytest.fixture()
 def search(tmp_path):
     """Runs search ``toy`` with a script; the one place that builds run_search's options."""
-    try:  # the options type of study and search, after and before they became one
-        from studies.options import RunOptions as Options
-    except ImportError:
-        from studies.tune import TuneOptions as Options
+    from studies.options import RunOptions
+
     tracking = f"sqlite:///{tmp_path / 'mlflow.db'}"
 
     def run(spec, script: Script, trials: int):
-        opts = Options(data_root=tmp_path, storage=str(tmp_path / "search.journal"), tracking_uri=tracking,
+        opts = RunOptions(data_root=tmp_path, storage=str(tmp_path / "search.journal"), tracking_uri=tracking,
                        trials=trials, max_epochs=EPOCHS)
         return run_search("toy", spec, opts, run_fn=script, echo=lambda s: None)
 
