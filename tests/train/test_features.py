@@ -334,8 +334,12 @@ def test_prepare_key_of(tmp_path):
 def test_a_second_study_over_the_same_data_computes_no_encoder_forward(synth_data, prepared_cache):
     """Two studies (another fusion depth, another fold) on the conftest's synthetic RAVDESS: the
     first builds the features, the second finds them and never runs an encoder."""
+    import shutil
+
     from fer.train.run import run_unit
 
+    # Other tests of the session share this cache and may have built these features already.
+    shutil.rmtree(prepared_cache / "features", ignore_errors=True)
     first = resolve_config("tiny", {"train.precision": "no", "train.epochs": 1})
     with EncoderForwardCounter() as calls:
         run_unit(first, data_root=synth_data, cache_dir=prepared_cache, fold=0, seed=0)
