@@ -52,7 +52,7 @@ def input_settings(data_cfg: DataConfig, slot: FeatureSlot) -> dict:
     Returns:
         JSON-able dict, part of the feature-cache key (``fer.train.features.encoder_key``).
     """
-    skip = _NOT_INPUT if slot is VISUAL else _NOT_INPUT | _FRAME_NORMALISATION
+    skip = _NOT_INPUT if slot == VISUAL else _NOT_INPUT | _FRAME_NORMALISATION
     return data_cfg.model_dump(mode="json", exclude=skip)
 
 

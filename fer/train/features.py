@@ -105,7 +105,8 @@ def encoder_key(encoder: FrozenEncoder, data_cfg: DataConfig, prepare_key: str) 
 class EntryInput:
     """Prepared entry -> one encoder's input, exactly as the evaluation dataset delivers it.
 
-    A class rather than a closure so that loader workers can pickle it.
+    A class rather than a closure so that loader workers can pickle it (and so slots are
+    compared by value: a worker holds a copy).
 
     Args:
         data_cfg: frames, size, audio length, normalisation.
@@ -116,8 +117,8 @@ class EntryInput:
         self.data_cfg, self.slot = data_cfg, slot
 
     def __call__(self, path: Path) -> torch.Tensor:
-        ds = PreparedClipDataset([path], self.data_cfg, train=False, load_frames=self.slot is VISUAL,
-                                 load_audio=self.slot is AUDIO)
+        ds = PreparedClipDataset([path], self.data_cfg, train=False, load_frames=self.slot == VISUAL,
+                                 load_audio=self.slot == AUDIO)
         return ds[0][self.slot.input_key]
 
 

@@ -67,7 +67,7 @@ def cached_modalities(cfg) -> set[str]:
 
 def visual_encoder(model):
     """The model's frozen visual encoder spec (what the cache asks the model for)."""
-    return next(enc for enc in model.frozen_encoders() if enc.slot is VISUAL)
+    return next(enc for enc in model.frozen_encoders() if enc.slot == VISUAL)
 
 
 @pytest.fixture(scope="module")
@@ -176,6 +176,17 @@ def test_stored_features_are_the_encoder_outputs_in_fp16(model, entries, tmp_pat
         got = features[name](cid)
         assert got.dtype == torch.float32
         assert torch.allclose(got, expected, rtol=2**-10, atol=1e-5)
+
+
+def test_entry_input_works_as_a_copy_in_a_spawned_loader_worker(entries):
+    import pickle
+
+    cfg = tiny_cfg()
+    path = next(iter(entries.values()))
+    for slot, shape in ((VISUAL, (T, 3, SIZE, SIZE)), (AUDIO, (L,))):
+        copied = pickle.loads(pickle.dumps(EntryInput(cfg.data, slot)))  # what a spawned worker holds
+        assert copied.slot is not slot
+        assert torch.equal(copied(path), EntryInput(cfg.data, slot)(path)) and copied(path).shape == shape
 
 
 def test_a_second_prepare_computes_no_encoder_forward(entries, tmp_path):

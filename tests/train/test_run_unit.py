@@ -211,7 +211,8 @@ def test_frozen_unaugmented_encoders_run_once_per_clip_through_the_feature_cache
     from fer.train.features import EncoderForwardCounter, cached_encoders
 
     cfg = unit_cfg.model_copy(update={"data": unit_cfg.data.model_copy(update={"augment": AugmentConfig()})})
-    assert [e.part for e in cached_encoders(build_model(cfg, device="meta"), cfg)] == ["audio_encoder", "visual_encoder"]
+    cached = cached_encoders(build_model(cfg, device="meta"), cfg)
+    assert [e.part for e in cached] == ["audio_encoder", "visual_encoder"]
     # Other tests of the session share this cache and may have built these features already.
     shutil.rmtree(prepared_cache / "features", ignore_errors=True)
     with EncoderForwardCounter() as first:
