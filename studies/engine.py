@@ -22,7 +22,6 @@ from studies.options import RunOptions
 
 SUMMARY_METRICS = ("test/war", "test/uar", "test/f1")
 WORKER_LOST = "worker lost (process died or heartbeat expired)"
-StudyOptions = RunOptions  # the former name; tests/analysis/test_analysis_e2e.py still imports it
 
 
 def data_manifest(data_root: Path | None, vocal_channel: str) -> str:
@@ -55,7 +54,7 @@ def plan(name: str, ablations, opts: RunOptions) -> tuple[list[Cell], list[Unit]
     folds = resolve_folds(opts.folds if opts.folds is not None else spec.folds, cfg0.data.protocol)
     seeds = opts.seeds if opts.seeds is not None else spec.seeds
     manifest = data_manifest(opts.data_root, cfg0.data.vocal_channel)
-    return cells, study_units(name, cells, folds, seeds, manifest)
+    return cells, study_units(name, cells, folds, seeds, manifest, opts.max_epochs)
 
 
 def unit_table(ledger: Ledger | None, units: list[Unit]) -> list[dict[str, Any]]:

@@ -141,15 +141,19 @@ def resolve_folds(folds, protocol: str) -> list[int]:
     return wanted
 
 
-def unit_key(cfg: RunConfig, fold: int, seed: int, data_manifest: str) -> str:
-    return config_hash(cfg, {"fold": fold, "seed": seed, "data": data_manifest})
+def unit_key(cfg: RunConfig, fold: int, seed: int, data_manifest: str, max_epochs: int | None = None) -> str:
+    """What a unit's result depends on: config, fold, seed, data, and an epoch cap that cuts training."""
+    where = {"fold": fold, "seed": seed, "data": data_manifest}
+    if max_epochs is not None and max_epochs < cfg.train.epochs:  # a cap at or above the epochs changes nothing
+        where["max_epochs"] = max_epochs
+    return config_hash(cfg, where)
 
 
 def study_units(study: str, cells: list[Cell], folds: list[int], seeds: list[int],
-                data_manifest: str) -> list[Unit]:
+                data_manifest: str, max_epochs: int | None = None) -> list[Unit]:
     """Cells x folds x seeds, cell-major so a cell's folds finish close together."""
     return [
-        Unit(study, cell, fold, seed, unit_key(cell.config, fold, seed, data_manifest))
+        Unit(study, cell, fold, seed, unit_key(cell.config, fold, seed, data_manifest, max_epochs))
         for cell in cells
         for fold in folds
         for seed in seeds
