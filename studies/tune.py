@@ -7,7 +7,9 @@ evaluated in a search (``evaluate_test=False``): selection by test UAR would be 
 
 Pruning: with ``median`` each fold reports its validation UAR per epoch at step
 ``fold_position * max_epochs + epoch`` as a running mean over the folds seen so far, so the median
-pruner stops bad trials within a fold and across folds; with ``wilcoxon`` each fold reports its
+pruner stops a trial that trails the other trials at the same epoch of the same fold. Optuna's
+median pruner weighs the trial's best report so far, so a trial that did well early and falls in a
+later fold is not stopped by it: ``wilcoxon`` is the pruner that compares whole folds. With ``wilcoxon`` each fold reports its
 best validation UAR at step = fold index and Optuna's Wilcoxon pruner compares the folds paired with
 the best trial's.
 """
