@@ -9,7 +9,7 @@ on the seed and the epoch, never on the number of loader workers.
 A modality that a model does not use can be left out (``load_frames`` / ``load_audio``), and an
 encoder's input can be replaced by precomputed features: ``features={"visual_feats": fn}`` puts
 ``fn(clip_id)`` in the item instead of the frames (likewise ``"audio_feats"`` for the audio; the
-names come from ``fer.models.slots``).
+names come from ``fer.slots``).
 """
 
 from __future__ import annotations
@@ -26,7 +26,7 @@ from fer.data.augment import build_audio_augment, build_visual_augment
 from fer.data.cache import CacheError, PreparedClip, load_entry
 from fer.data.config import AugmentConfig, DataConfig
 from fer.labels import EMOTIONS
-from fer.models.slots import AUDIO, FEATURE_SLOTS, VISUAL, FeatureSlot
+from fer.slots import AUDIO, FEATURE_SLOTS, VISUAL, FeatureSlot
 
 FeatureHook = Callable[[str], torch.Tensor]
 # The switches that augment each slot's input, for error messages.

@@ -1,6 +1,7 @@
-"""Classifier head: fused tokens (B, S', D) -> temporal pooling (B, D) -> MLP -> (B, 8) logits.
+"""Classifier head: fused tokens (B, S', D) -> pooling over time (B, D) -> MLP -> (B, 8) logits.
 
-Temporal pooling strategies (``TEMPORAL_POOLING``): ``mean``, ``max``, ``attention`` (learned
+The classifier's pooling strategies (``CLASSIFIER_POOLING``; the visual temporal encoder's own
+pooling is ``fer.models.pooling.SEGMENT_POOLING``): ``mean``, ``max``, ``attention`` (learned
 token scores, softmax over S') and ``last`` (LFM2 is causal, so the last token has seen the
 whole sequence). The MLP is Linear -> norm -> activation -> dropout per hidden size, then a
 final Linear to the emotion classes.
@@ -19,13 +20,13 @@ from fer.models.config import ClassifierConfig
 from fer.labels import EMOTIONS
 from fer.models.registry import Registry
 
-TEMPORAL_POOLING: Registry[type[nn.Module]] = Registry("temporal pooling")
+CLASSIFIER_POOLING: Registry[type[nn.Module]] = Registry("classifier pooling")
 
 ACTIVATIONS = {"gelu": nn.GELU, "relu": nn.ReLU, "silu": nn.SiLU}
 NORMS = {"layer": nn.LayerNorm, "batch": nn.BatchNorm1d}
 
 
-@TEMPORAL_POOLING.register("mean")
+@CLASSIFIER_POOLING.register("mean")
 class MeanPooling(nn.Module):
     def __init__(self, dim: int):
         super().__init__()
@@ -34,7 +35,7 @@ class MeanPooling(nn.Module):
         return x.mean(1)  # (B, S', D) -> (B, D)
 
 
-@TEMPORAL_POOLING.register("max")
+@CLASSIFIER_POOLING.register("max")
 class MaxPooling(nn.Module):
     def __init__(self, dim: int):
         super().__init__()
@@ -43,7 +44,7 @@ class MaxPooling(nn.Module):
         return x.amax(1)  # (B, D)
 
 
-@TEMPORAL_POOLING.register("last")
+@CLASSIFIER_POOLING.register("last")
 class LastPooling(nn.Module):
     """The last token: under a causal fusion it is the only one that has seen every token."""
 
@@ -54,7 +55,7 @@ class LastPooling(nn.Module):
         return x[:, -1]  # (B, D)
 
 
-@TEMPORAL_POOLING.register("attention")
+@CLASSIFIER_POOLING.register("attention")
 class AttentionPooling(nn.Module):
     """One learned score per token, softmax over the sequence, weighted sum of the tokens."""
 
@@ -102,5 +103,5 @@ class Classifier(nn.Module):
 
 def build_classifier(cfg: ClassifierConfig, *, in_dim: int) -> Classifier:
     """Classifier head from its config; ``in_dim`` is the fusion output width."""
-    return Classifier(pooling=TEMPORAL_POOLING.get(cfg.pooling)(dim=in_dim), in_dim=in_dim, hidden=list(cfg.hidden),
+    return Classifier(pooling=CLASSIFIER_POOLING.get(cfg.pooling)(dim=in_dim), in_dim=in_dim, hidden=list(cfg.hidden),
                       norm=cfg.norm, activation=cfg.activation, dropout=cfg.dropout, num_classes=len(EMOTIONS))

@@ -19,7 +19,7 @@ VISUAL_BACKENDS = ("timm", "transformers")  # visual.VISUAL_BACKENDS
 VISUAL_ENCODERS = ("siglip2-b16", "tiny")  # visual.VISUAL_ENCODERS
 ROI_SELECTIONS = ("grid", "learned", "prior", "prior+learned", "random")  # roi.ROI_SELECTION
 FUSION_FREEZES = ("frozen", "lora", "unfrozen")  # fusion.FUSION_FREEZE
-TEMPORAL_POOLINGS = ("attention", "last", "max", "mean")  # classifier.TEMPORAL_POOLING
+CLASSIFIER_POOLINGS = ("attention", "last", "max", "mean")  # classifier.CLASSIFIER_POOLING
 
 
 def one_of(kind: str, name: str, names) -> str:
@@ -168,7 +168,7 @@ class ClassifierConfig(BaseModel):
 
     model_config = ConfigDict(extra="forbid")
 
-    pooling: str = "attention"  # TEMPORAL_POOLING: mean | max | attention | last
+    pooling: str = "attention"  # CLASSIFIER_POOLING: mean | max | attention | last
     hidden: list[int] = [512, 256]
     norm: Literal["layer", "batch"] = "layer"
     activation: Literal["gelu", "relu", "silu"] = "gelu"
@@ -177,7 +177,7 @@ class ClassifierConfig(BaseModel):
     @field_validator("pooling")
     @classmethod
     def _known_pooling(cls, value: str) -> str:
-        return one_of("temporal pooling", value, TEMPORAL_POOLINGS)
+        return one_of("classifier pooling", value, CLASSIFIER_POOLINGS)
 
     @field_validator("hidden")
     @classmethod

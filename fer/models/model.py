@@ -8,7 +8,7 @@
 ``model.modality`` decides which branches exist: a single-modality model does not build the
 other branch (no parameters, no compute). The submodule names are the parameter groups of
 differential learning rates (``train.lr_mult.<name>``). A frozen encoder's output may come with
-the batch instead (``fer.models.slots``); ``frozen_encoders()`` lists those encoders with what
+the batch instead (``fer.slots``); ``frozen_encoders()`` lists those encoders with what
 their output depends on, for the feature cache (``fer.train.features``).
 
     model = build_model(resolve_config("tiny"))
@@ -30,7 +30,7 @@ from fer.models.classifier import build_classifier
 from fer.models.fusion import build_fusion
 from fer.models.pooling import build_segment_pooling
 from fer.models.roi import build_roi
-from fer.models.slots import AUDIO, VISUAL, FeatureSlot
+from fer.slots import AUDIO, VISUAL, FeatureSlot
 from fer.models.temporal import build_temporal
 from fer.models.visual import build_visual_encoder
 

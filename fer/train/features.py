@@ -4,7 +4,7 @@ A frozen encoder whose input is not augmented maps a clip to the same tensor in 
 cell, fold and study, and with SigLIP on 16 frames per clip that forward pass is nearly all of a
 run's time. So it is computed once, stored in fp16, and the model is fed the stored features
 instead (``FERModel.forward`` skips an encoder when the batch carries its slot's feature key,
-``audio_feats`` / ``visual_feats``, see ``fer.models.slots``):
+``audio_feats`` / ``visual_feats``, see ``fer.slots``):
 
     <cache>/features/<key>/<clip_id>.npy    visual (T, N, Dv), audio (Ta, Da); float16
 
@@ -41,7 +41,7 @@ from torch.utils.data import DataLoader, Dataset
 from fer.atomic import atomic_open, remove_stale_temps
 from fer.data.config import DataConfig
 from fer.data.dataset import FeatureHook, PreparedClipDataset, augments, input_settings
-from fer.models.slots import AUDIO, VISUAL, FeatureSlot
+from fer.slots import AUDIO, VISUAL, FeatureSlot
 
 if TYPE_CHECKING:  # fer.config pulls in every model config (and transformers); loader workers need none
     from fer.config import RunConfig

@@ -1,4 +1,4 @@
-"""Classifier head: every temporal pooling, norm and activation; pooled values checked by hand."""
+"""Classifier head: every classifier pooling, norm and activation; pooled values checked by hand."""
 
 import pytest
 import torch
@@ -7,7 +7,7 @@ from fer.labels import EMOTIONS
 from fer.models.classifier import (
     ACTIVATIONS,
     NORMS,
-    TEMPORAL_POOLING,
+    CLASSIFIER_POOLING,
     AttentionPooling,
     ClassifierConfig,
     build_classifier,
@@ -20,7 +20,7 @@ def x(seed=0):
     return torch.randn(B, S, D, generator=torch.Generator().manual_seed(seed))
 
 
-@pytest.mark.parametrize("pooling", TEMPORAL_POOLING.names())
+@pytest.mark.parametrize("pooling", CLASSIFIER_POOLING.names())
 @pytest.mark.parametrize("norm", list(NORMS))
 @pytest.mark.parametrize("activation", list(ACTIVATIONS))
 def test_logits_finite_and_gradients_reach_every_parameter(pooling, norm, activation):
@@ -41,7 +41,7 @@ def test_logits_finite_and_gradients_reach_every_parameter(pooling, norm, activa
     [("mean", lambda t: t.mean(1)), ("max", lambda t: t.max(1).values), ("last", lambda t: t[:, S - 1])],
 )
 def test_fixed_poolings_compute_their_statistic(pooling, expected):
-    pool = TEMPORAL_POOLING.get(pooling)(dim=D)
+    pool = CLASSIFIER_POOLING.get(pooling)(dim=D)
     torch.testing.assert_close(pool(x()), expected(x()))
 
 

@@ -9,7 +9,7 @@ from pydantic import ValidationError
 
 from fer.models import config as C
 from fer.models.audio import AUDIO_ENCODERS
-from fer.models.classifier import TEMPORAL_POOLING
+from fer.models.classifier import CLASSIFIER_POOLING
 from fer.models.fusion import FUSION_FREEZE
 from fer.models.pooling import SEGMENT_POOLING
 from fer.models.roi import ROI_SELECTION
@@ -25,7 +25,7 @@ ROOT = Path(__file__).resolve().parents[2]
     (C.VISUAL_ENCODERS, VISUAL_ENCODERS),
     (C.ROI_SELECTIONS, ROI_SELECTION),
     (C.FUSION_FREEZES, FUSION_FREEZE),
-    (C.TEMPORAL_POOLINGS, TEMPORAL_POOLING),
+    (C.CLASSIFIER_POOLINGS, CLASSIFIER_POOLING),
 ])
 def test_declared_names_equal_the_registry(declared, registry):
     assert sorted(declared) == registry.names()

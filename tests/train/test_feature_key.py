@@ -17,7 +17,7 @@ import torch
 from fer.config import flatten, resolve_config
 from fer.data.prepare import PrepareSettings
 from fer.models.model import build_model
-from fer.models.slots import AUDIO, VISUAL
+from fer.slots import AUDIO, VISUAL
 from fer.train.features import encoder_key
 
 # Settings of the prepared entries: a new entry is a new input for both encoders.

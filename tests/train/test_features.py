@@ -18,7 +18,7 @@ from fer.config import resolve_config
 from fer.data.cache import entry_path, save_entry
 from fer.data.dataset import PreparedClipDataset, make_loader
 from fer.models.model import build_model
-from fer.models.slots import AUDIO, VISUAL
+from fer.slots import AUDIO, VISUAL
 from fer.train.features import (EncoderForwardCounter, EntryInput, FeatureCache, FeatureCacheError,
                                 cached_encoders, encoder_key, prepare_features, prepare_key_of)
 
