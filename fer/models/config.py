@@ -8,9 +8,9 @@ unknown name is an error at load time, with the known names listed.
 
 from __future__ import annotations
 
-from typing import Literal
+from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationInfo, field_validator, model_validator
+from pydantic import AfterValidator, BaseModel, ConfigDict, Field, ValidationInfo, field_validator, model_validator
 
 # Registry names, one tuple per registry (fer.models.<part>.<REGISTRY>.names()).
 SEGMENT_POOLINGS = ("attention", "avg", "learnable", "max")  # pooling.SEGMENT_POOLING
@@ -29,26 +29,30 @@ def one_of(kind: str, name: str, names) -> str:
     return name
 
 
+def _named(kind: str, names) -> Any:
+    """A ``str`` field type that must be one of ``names``; a bad value's error lists them."""
+    return Annotated[str, AfterValidator(lambda name: one_of(kind, name, names))]
+
+
+AudioEncoderName = _named("audio encoder", AUDIO_ENCODER_LAYERS)
+SegmentPoolingName = _named("segment pooling", SEGMENT_POOLINGS)
+RoiSelectionName = _named("ROI selection", ROI_SELECTIONS)
+VisualBackendName = _named("visual backend", VISUAL_BACKENDS)
+VisualEncoderName = _named("visual encoder", VISUAL_ENCODERS)
+FusionFreezeName = _named("freeze mode", FUSION_FREEZES)
+ClassifierPoolingName = _named("classifier pooling", CLASSIFIER_POOLINGS)
+
+
 class AudioConfig(BaseModel):
     """Audio branch: which FastConformer, its weights, how much of it, and segment pooling."""
 
     model_config = ConfigDict(extra="forbid")
 
-    encoder: str = "tiny"  # AUDIO_ENCODERS preset: the architecture
+    encoder: AudioEncoderName = "tiny"  # AUDIO_ENCODERS preset: the architecture
     pretrained: str | None = None  # hub id or local directory; None = random initialisation
     layers: int | None = Field(default=None, ge=1)  # keep the first N conformer layers; None = all
     freeze: bool = True  # encoder weights fixed and kept in eval mode
-    pooling: str = "attention"  # SEGMENT_POOLING strategy
-
-    @field_validator("encoder")
-    @classmethod
-    def _known_encoder(cls, name: str) -> str:
-        return one_of("audio encoder", name, AUDIO_ENCODER_LAYERS)
-
-    @field_validator("pooling")
-    @classmethod
-    def _known_pooling(cls, name: str) -> str:
-        return one_of("segment pooling", name, SEGMENT_POOLINGS)
+    pooling: SegmentPoolingName = "attention"  # SEGMENT_POOLING strategy
 
     @field_validator("layers")
     @classmethod
@@ -69,16 +73,11 @@ class RoiConfig(BaseModel):
 
     k: int | None = Field(default=64, ge=1)  # patches kept per frame; None = all N (no compression)
     global_tokens: int = Field(default=4, ge=0)  # g learned queries over all patches
-    selection: str = "prior+learned"  # ROI_SELECTION mode
+    selection: RoiSelectionName = "prior+learned"  # ROI_SELECTION mode
     beta: float = Field(default=4.0, ge=0.0)  # weight of the keypoint prior in the importance
     sigma: float = Field(default=0.1, gt=0.0)  # prior Gaussian std, fraction of the crop side
     tau: float = Field(default=1.0, gt=0.0)  # temperature of the relaxed top-k mask
     heads: int = Field(default=4, ge=1)  # attention heads of the global tokens
-
-    @field_validator("selection")
-    @classmethod
-    def _known_selection(cls, name: str) -> str:
-        return one_of("ROI selection", name, ROI_SELECTIONS)
 
 
 class TemporalConfig(BaseModel):
@@ -94,12 +93,7 @@ class TemporalConfig(BaseModel):
     causal: bool = False  # causal convolution instead of centred (centred needs an odd kernel)
     mlp_ratio: float = Field(default=2.0, gt=0.0)  # MLP hidden width / Dt
     dropout: float = Field(default=0.1, ge=0.0, lt=1.0)
-    pooling: str = "attention"  # SEGMENT_POOLING strategy
-
-    @field_validator("pooling")
-    @classmethod
-    def _known_pooling(cls, name: str) -> str:
-        return one_of("segment pooling", name, SEGMENT_POOLINGS)
+    pooling: SegmentPoolingName = "attention"  # SEGMENT_POOLING strategy
 
     @model_validator(mode="after")
     def _centred_kernel_is_odd(self) -> TemporalConfig:
@@ -113,22 +107,12 @@ class VisualConfig(BaseModel):
 
     model_config = ConfigDict(extra="forbid")
 
-    backend: str = "timm"  # VISUAL_BACKENDS: timm | transformers
-    encoder: str = "tiny"  # VISUAL_ENCODERS architecture: tiny | siglip2-b16
+    backend: VisualBackendName = "timm"  # VISUAL_BACKENDS: timm | transformers
+    encoder: VisualEncoderName = "tiny"  # VISUAL_ENCODERS architecture: tiny | siglip2-b16
     pretrained: str | None = None  # hub id or local directory; None = random initialisation
     freeze: bool = True  # encoder weights fixed and kept in eval mode
     roi: RoiConfig = RoiConfig()
     temporal: TemporalConfig = TemporalConfig()
-
-    @field_validator("backend")
-    @classmethod
-    def _known_backend(cls, name: str) -> str:
-        return one_of("visual backend", name, VISUAL_BACKENDS)
-
-    @field_validator("encoder")
-    @classmethod
-    def _known_encoder(cls, name: str) -> str:
-        return one_of("visual encoder", name, VISUAL_ENCODERS)
 
 
 class FusionConfig(BaseModel):
@@ -143,16 +127,11 @@ class FusionConfig(BaseModel):
     heads: int = Field(4, ge=1)
     kv_heads: int = Field(2, ge=1)
     ffn_dim: int = Field(256, ge=1)  # LFM2 block_ff_dim (Lfm2 shrinks it to 2/3, multiple of 256)
-    freeze: str = "unfrozen"  # FUSION_FREEZE: frozen | unfrozen | lora
+    freeze: FusionFreezeName = "unfrozen"  # FUSION_FREEZE: frozen | unfrozen | lora
     lora_rank: int = Field(16, ge=1)
     order: Literal["interleave", "concat"] = "interleave"
     out_dim: int = Field(512, ge=1)
     grad_checkpointing: bool = False  # recompute LFM2 layers in backward; only a training (not frozen) backbone
-
-    @field_validator("freeze")
-    @classmethod
-    def _known_freeze(cls, value: str) -> str:
-        return one_of("freeze mode", value, FUSION_FREEZES)
 
     @model_validator(mode="after")
     def _consistent(self) -> FusionConfig:
@@ -168,16 +147,11 @@ class ClassifierConfig(BaseModel):
 
     model_config = ConfigDict(extra="forbid")
 
-    pooling: str = "attention"  # CLASSIFIER_POOLING: mean | max | attention | last
+    pooling: ClassifierPoolingName = "attention"  # CLASSIFIER_POOLING: mean | max | attention | last
     hidden: list[int] = [512, 256]
     norm: Literal["layer", "batch"] = "layer"
     activation: Literal["gelu", "relu", "silu"] = "gelu"
     dropout: float = Field(0.1, ge=0.0, lt=1.0)
-
-    @field_validator("pooling")
-    @classmethod
-    def _known_pooling(cls, value: str) -> str:
-        return one_of("classifier pooling", value, CLASSIFIER_POOLINGS)
 
     @field_validator("hidden")
     @classmethod

@@ -100,6 +100,15 @@ class FrozenMixin:
         """What the output depends on besides the weights: the tower's shape and input size."""
         return dict(self.built_with)
 
+    def _finish(self, *, width: int, patch: int, image_size: int, freeze: bool) -> None:
+        """The output's shape (D, the patch grid, N) and the freeze, once the tower is built."""
+        self.out_dim = width
+        self.grid = (image_size // patch, image_size // patch)
+        self.num_patches = self.grid[0] * self.grid[1]
+        self.frozen = False
+        if freeze:
+            self.freeze()
+
     def freeze(self) -> None:
         self.frozen = True
         self.requires_grad_(False)
@@ -138,12 +147,7 @@ class TimmPatchEncoder(FrozenMixin, nn.Module):
             patch_size=patch, img_size=image_size, num_classes=0, global_pool="", act_layer="gelu_tanh")
         if pretrained is not None:
             self._load(pretrained)
-        self.out_dim = width
-        self.grid = (image_size // patch, image_size // patch)
-        self.num_patches = self.grid[0] * self.grid[1]
-        self.frozen = False
-        if freeze:
-            self.freeze()
+        self._finish(width=width, patch=patch, image_size=image_size, freeze=freeze)
 
     def _load(self, pretrained: str) -> None:
         from timm.models import load_checkpoint
@@ -211,12 +215,7 @@ class SiglipPatchEncoder(FrozenMixin, nn.Module):
             model = self._load(pretrained, shape)
         self.siglip = model
         self.interpolate = model.config.image_size != image_size
-        self.out_dim = width
-        self.grid = (image_size // patch, image_size // patch)
-        self.num_patches = self.grid[0] * self.grid[1]
-        self.frozen = False
-        if freeze:
-            self.freeze()
+        self._finish(width=width, patch=patch, image_size=image_size, freeze=freeze)
 
     @staticmethod
     def _load(pretrained: str, shape: dict) -> nn.Module:
