@@ -10,7 +10,8 @@ huggingface_hub (2.x) honours ``HF_ENDPOINT``, ``HF_HOME`` / ``HF_HUB_CACHE``, `
   same call, but downloads into a file unique to that call and deletes it on failure: an
   interrupted fetch would start from zero. Here a file is downloaded into
   ``blobs/<etag>.incomplete`` of the cache (under huggingface_hub's own lock for that blob), and
-  the next fetch resumes from there with a Range request.
+  the next fetch resumes from there with a Range request (from the last whole 10 MiB block:
+  huggingface_hub writes what it receives in blocks of that size).
 - **A content check.** huggingface_hub compares the length received with the announced one and
   nothing else. Here the file is hashed before it takes its final name ``blobs/<etag>``: a large
   (LFS) file's etag is its sha256, a small file's its git blob sha1. A safetensors file must also
@@ -165,8 +166,9 @@ def _download(ckpt: Checkpoint, name: str, hub_cache: Path, *, progress: bool, l
                 _download_blob(url, blob, size=meta.size, name=f"{ckpt.id}/{name}", progress=progress, log=log)
     # The blob is in place: this links it into snapshots/<commit>/ and writes refs/<revision>.
     path = Path(hf_hub_download(ckpt.id, name, revision=ckpt.revision, cache_dir=hub_cache))
-    if path.resolve() != blob.resolve():  # the revision moved on between the two calls: check that blob too
-        verify_file(path.resolve(), etag=path.resolve().name, name=f"{ckpt.id}/{name}")
+    linked = path.resolve()
+    if linked.parent.name == "blobs" and linked.name != blob.name:  # the revision moved on meanwhile: check it too
+        verify_file(linked, etag=linked.name, name=f"{ckpt.id}/{name}")
     return path
 
 

@@ -12,7 +12,7 @@ import pytest
 import torch
 from fakehub import git_blob_sha1, run_fetch, safetensors_bytes
 
-from fer.weights import checkpoint, resolve, resolve_pretrained
+from fer.weights import FetchResult, checkpoint, fetch_summary, resolve, resolve_pretrained
 from fer.weights.download import CorruptDownloadError, verify_file
 
 REPO = "test-org/tiny-model"
@@ -217,3 +217,19 @@ def test_safetensors_layout_is_checked_when_the_etag_is_no_hash(tmp_path, damage
     path.write_bytes(damage(good))
     with pytest.raises(CorruptDownloadError, match=message):
         verify_file(path, etag="mirror-etag", name="model.safetensors")
+
+
+def test_fetch_summary_says_what_to_do_about_what_was_not_fetched():
+    results = [FetchResult(checkpoint(REPO), "present", "hf-cache: /x"),
+               FetchResult(checkpoint("LiquidAI/LFM2-700M"), "offline",
+                           "not downloaded (config.json): HF_HUB_OFFLINE is set"),
+               FetchResult(checkpoint("org/y"), "corrupt", "org/y/model.safetensors: corrupt download")]
+    assert fetch_summary(results).splitlines() == [
+        f"present  {REPO}  hf-cache: /x",
+        "offline  LiquidAI/LFM2-700M  not downloaded (config.json): HF_HUB_OFFLINE is set",
+        "corrupt  org/y  org/y/model.safetensors: corrupt download",
+        "HF_HUB_OFFLINE is set: nothing was downloaded. Fetch on a connected machine and copy the Hugging Face "
+        "cache (HF_HOME) and <cache>/weights here.",
+        "run the same fetch again to retry: interrupted downloads resume, corrupt ones start over.",
+    ]
+    assert [r.ok for r in results] == [True, False, False]
