@@ -23,8 +23,8 @@ from dataclasses import dataclass
 from pathlib import Path, PurePosixPath
 from typing import TYPE_CHECKING, Literal
 
-from fer.weights.checkpoints import Checkpoint, checkpoint, checkpoints_for, checkpoints_needed, format_size, \
-    is_hub_id, local_path
+from fer.weights.checkpoints import (Checkpoint, checkpoint, checkpoints_for, checkpoints_needed, format_size,
+                                    is_hub_id, local_path)
 
 if TYPE_CHECKING:
     from fer.config import RunConfig
@@ -144,9 +144,13 @@ def missing_message(missing: Sequence[Resolution], *, preset: str | None = None,
     lines = [f"pretrained weights missing ({len(missing)}):"]
     for r in missing:
         c = r.checkpoint
-        what = "; ".join([", ".join(c.used_by), *(["NeMo .nemo, converted after download"] if c.kind == "nemo" else []),
-                          *([format_size(c.size)] if c.size else [])]).strip("; ")
-        lines.append(f"  - {c.id} ({what}): {r.note}" if what else f"  - {c.id}: {r.note}")
+        parts = [", ".join(c.used_by)] if c.used_by else []
+        if c.kind == "nemo":
+            parts.append("NeMo .nemo, converted after download")
+        if c.size:
+            parts.append(format_size(c.size))
+        label = f"{c.id} ({'; '.join(parts)})" if parts else c.id
+        lines.append(f"  - {label}: {r.note}")
     fetchable = [r.checkpoint for r in missing if is_hub_id(r.checkpoint.id)]
     if fetchable:
         sizes = [c.size for c in fetchable]
