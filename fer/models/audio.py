@@ -223,7 +223,7 @@ def build_audio_encoder(cfg: AudioConfig, *, sample_rate: int, load_weights: boo
         cfg: the ``model.audio`` section.
         sample_rate: Hz of the waveforms the data layer delivers (``data.sample_rate``).
         load_weights: False builds the preset architecture without reading ``cfg.pretrained``
-            (profiling on the meta device); the weights are then random.
+            (profiling on the meta device, ``model.random_weights``); the weights are then random.
     Returns:
         ``AudioEncoder`` mapping (B, L) -> (B, Ta, Da), with ``out_dim`` = Da.
     Raises:

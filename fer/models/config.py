@@ -172,6 +172,12 @@ class ModelConfig(BaseModel):
     visual: VisualConfig = VisualConfig()
     fusion: FusionConfig = FusionConfig()
     classifier: ClassifierConfig = ClassifierConfig()
+    # Build every part's exact architecture with random weights; nothing is read from the hub or
+    # disk: the way to try a preset on a new machine before fetching gigabytes. The ``pretrained``
+    # ids then name only architectures, written in the code for every published checkpoint the
+    # presets use; a fusion checkpoint outside ``fer.models.fusion.PUBLISHED_LFM2`` still has its
+    # config.json read, the one place its architecture is written.
+    random_weights: bool = False
 
     @property
     def uses_audio(self) -> bool:

@@ -9,7 +9,8 @@ table is dropped: fusion feeds ``inputs_embeds``. N = 0 keeps only projection an
 concatenation, the baseline of the fusion-depth study. An output projection maps to 512.
 
 The LFM2 architecture comes from ``pretrained`` (hub id or local dir; the two published
-checkpoints' configs are written below so an architecture-only build needs no download) or,
+checkpoints' configs are written below so an architecture-only build, ``init: random`` or
+``model.random_weights``, needs no download) or,
 when ``pretrained`` is null, from ``width``/``heads``/``kv_heads``/``ffn_dim``. ``init`` decides
 whether the checkpoint's weights are loaded.
 
@@ -232,8 +233,9 @@ def build_fusion(cfg: FusionConfig, *, audio_dim: int | None, visual_dim: int | 
     Args:
         cfg: FusionConfig.
         audio_dim, visual_dim: widths of the branches' segment tokens; None = modality absent.
-        load_weights: False builds the architecture only (meta-device profiling), even when
-            ``cfg.init`` is ``pretrained``.
+        load_weights: False builds the architecture only, randomly initialised, even when
+            ``cfg.init`` is ``pretrained`` (meta-device profiling, ``model.random_weights``);
+            a published LFM2 then reads nothing at all.
     Returns:
         LFM2Fusion mapping (B, S, Da), (B, S, Dv) -> (B, S', cfg.out_dim).
     """

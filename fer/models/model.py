@@ -148,7 +148,9 @@ def build_model(cfg: RunConfig, device: str | torch.device = "cpu") -> FERModel:
     Seed torch before calling: every random initialisation draws from its global generator.
 
     Args:
-        cfg: ``fer.config.RunConfig``; ``model.*`` plus ``data.size``, ``data.sample_rate``.
+        cfg: ``fer.config.RunConfig``; ``model.*`` plus ``data.size``, ``data.sample_rate``. With
+            ``model.random_weights`` no pretrained weights are read: every part is its preset's
+            or published checkpoint's architecture, randomly initialised.
         device: where the parameters live. ``"meta"`` builds shapes only: no pretrained weights
             are read (architectures come from the presets and published configs), which is what
             profiling every preset on a CPU needs.
@@ -159,7 +161,7 @@ def build_model(cfg: RunConfig, device: str | torch.device = "cpu") -> FERModel:
     if device.type == "meta":
         with device:
             return _build(cfg, load_weights=False)
-    return _build(cfg, load_weights=True).to(device)
+    return _build(cfg, load_weights=not cfg.model.random_weights).to(device)
 
 
 @contextmanager

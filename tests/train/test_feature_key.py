@@ -81,6 +81,11 @@ ALTERNATIVES: dict[str, list[dict]] = {
     "model.classifier.norm": [{"model.classifier.norm": "batch"}],
     "model.classifier.activation": [{"model.classifier.activation": "relu"}],
     "model.classifier.dropout": [{"model.classifier.dropout": 0.0}],
+    # Random weights in place of the checkpoints: the weights hash, not the flag, identifies them.
+    # These checkpoints hold the base model's own seed-0 weights, which a random build from seed 0
+    # draws again, so the key stays; tests/models/test_architectures.py takes other weights.
+    "model.random_weights": [{"model.random_weights": True, "model.audio.pretrained": CHECKPOINT % "audio",
+                              "model.visual.pretrained": CHECKPOINT % "visual"}],
     "train.epochs": [{"train.epochs": 3}],
     "train.patience": [{"train.patience": None}],
     "train.batch_size": [{"train.batch_size": 4}],
