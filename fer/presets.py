@@ -13,9 +13,12 @@ tokens), and trains in fp32; ``full`` is a delta over ``rtx3050``.
 - ``full``: the largest sensible configuration: every encoder layer, everything unfrozen, all
   16 LFM2-700M layers.
 
-FastConformer-large has no transformers-format checkpoint on the hub: convert NVIDIA's NeMo
-``nvidia/stt_en_fastconformer_ctc_large`` with transformers' ``convert_nemo_to_hf.py`` into
-``weights/stt_en_fastconformer_ctc_large`` (or point ``model.audio.pretrained`` elsewhere).
+Checkpoints are named by hub id only. ``python runner.py weights fetch --preset rtx3050``
+downloads them into the Hugging Face cache; FastConformer-large is published only as NeMo's
+``nvidia/stt_en_fastconformer_ctc_large.nemo``, which the fetch converts into the transformers
+format under ``<cache>/weights/nvidia--stt_en_fastconformer_ctc_large/``, where the loaders find
+it by the same hub id (``fer.weights.resolver``). ``model.random_weights=true`` (``--random-weights``)
+builds a preset's exact architecture without reading any of them.
 """
 
 TINY = {
@@ -27,7 +30,7 @@ TINY = {
 
 RTX3050 = {
     "model.audio.encoder": "fastconformer-large", "model.audio.layers": 6,
-    "model.audio.pretrained": "weights/stt_en_fastconformer_ctc_large",
+    "model.audio.pretrained": "nvidia/stt_en_fastconformer_ctc_large",
     "model.visual.encoder": "siglip2-b16", "model.visual.pretrained": "timm/vit_base_patch16_siglip_224.v2_webli",
     "model.fusion.pretrained": "LiquidAI/LFM2-700M", "model.fusion.init": "pretrained", "model.fusion.layers": 6,
     "model.fusion.freeze": "lora",

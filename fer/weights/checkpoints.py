@@ -102,16 +102,19 @@ def checkpoints_for(cfg: RunConfig) -> list[Checkpoint]:
     An encoder counts only when its modality is on. The fusion reads its checkpoint's weights
     when ``init`` is ``pretrained`` and it keeps at least one layer; otherwise only the
     architecture (``config.json``), and nothing for the published LFM2 sizes, written in the code.
+    With ``model.random_weights`` no weights are read at all: what is left is the architecture of
+    a fusion checkpoint outside the published sizes (its ``config.json``).
     """
     m = cfg.model
+    load = not m.random_weights
     named: list[Checkpoint] = []
-    if m.uses_audio and m.audio.pretrained is not None:
+    if load and m.uses_audio and m.audio.pretrained is not None:
         named.append(checkpoint(m.audio.pretrained, used_by=["model.audio.pretrained"]))
-    if m.uses_visual and m.visual.pretrained is not None:
+    if load and m.uses_visual and m.visual.pretrained is not None:
         named.append(checkpoint(m.visual.pretrained, used_by=["model.visual.pretrained"]))
     fusion = m.fusion
     if fusion.pretrained is not None:
-        if fusion.init == "pretrained" and fusion.layers > 0:
+        if load and fusion.init == "pretrained" and fusion.layers > 0:
             named.append(checkpoint(fusion.pretrained, used_by=["model.fusion.pretrained"]))
         elif fusion.pretrained not in PUBLISHED_LFM2_IDS:
             named.append(checkpoint(fusion.pretrained, used_by=["model.fusion.pretrained"], files=("config.json",)))

@@ -119,7 +119,6 @@ def test_sizes_are_written_as_the_hub_lists_them():
 # --- every shipped preset and study ---------------------------------------------------------------
 
 
-@pytest.mark.xfail(strict=True, reason="presets.py names weights/stt_en_fastconformer_ctc_large, not the hub id")
 @pytest.mark.parametrize("preset", sorted(p for p in PRESETS if p != "tiny"))
 def test_every_shipped_preset_names_its_checkpoints_by_known_hub_id(preset):
     assert all(c.id in KNOWN for c in checkpoints_for(resolve_config(preset)))
