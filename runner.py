@@ -4,7 +4,9 @@
 Heavy libraries (torch, transformers, mlflow) are imported inside the commands, never at
 start-up, so ``python runner.py --help`` answers at once. The work is done by the layers below
 (``fer``, ``studies``, ``analysis``); here their typed errors become exit codes: bad input 2
-(every configuration error with its key path), a report that cannot be made 1.
+(every configuration error with its key path), pretrained weights missing 2 (with the command
+that fetches them), a report that cannot be made 1, a worker stopped by an error every unit would
+hit 1 (2 when it is missing weights).
 """
 
 from __future__ import annotations
@@ -34,6 +36,10 @@ vocal_channel_option = click.option("--vocal-channel", type=click.Choice(["speec
 preset_option = click.option("--preset", default=None, help="Preset replacing the declared default.")
 set_option = click.option("--set", "assignments", multiple=True, metavar="KEY=VALUE", help="Override a config field.")
 max_epochs_option = click.option("--max-epochs", type=click.IntRange(1), default=None)
+random_weights_option = click.option(
+    "--random-weights", is_flag=True,
+    help="Every part's exact architecture with random weights; nothing is read or downloaded "
+         "(model.random_weights=true): try a preset before fetching its weights.")
 
 
 def _fail(message, code: int) -> None:
@@ -57,6 +63,21 @@ def _bad_input():
         sys.exit(2)
     except StudyError as exc:
         raise click.UsageError(str(exc)) from None
+
+
+@contextlib.contextmanager
+def _stopped():
+    """What stops a study or search that is not a unit's own failure: pretrained weights missing
+    (exit 2, the message names the fetch command), an error every unit would hit (its exit code)."""
+    from fer.weights.resolver import MissingWeightsError
+    from studies.failures import WorkerFailure
+
+    try:
+        yield
+    except MissingWeightsError as exc:
+        _fail(exc, 2)
+    except WorkerFailure as exc:
+        _fail(exc, exc.exit_code)
 
 
 @contextlib.contextmanager
@@ -84,6 +105,16 @@ def _int_list(text: str | None) -> list[int] | None:
         return [int(x) for x in text.split(",") if x.strip()]
     except ValueError:
         raise click.BadParameter(f"expected comma-separated integers, got {text!r}") from None
+
+
+def _overrides(assignments, random_weights: bool) -> dict:
+    """``--set`` values as a dotted dict, plus ``model.random_weights`` for ``--random-weights``."""
+    from fer.config import parse_assignments
+
+    overrides = parse_assignments(assignments)
+    if random_weights:
+        overrides["model.random_weights"] = True
+    return overrides
 
 
 def _command() -> str:
@@ -218,28 +249,33 @@ def list_studies(ctx) -> None:
 @click.option("--memory-budget", default=None, metavar="SIZE",
               help="GPU memory per run, e.g. 8GB: micro-batch and accumulation keep the effective "
                    "batch (default: the preset's train.memory_budget).")
-@click.option("--dry-run", is_flag=True, help="Print the unit table and run nothing.")
+@random_weights_option
+@click.option("--dry-run", is_flag=True,
+              help="Print the unit table and check the pretrained weights (exit 2 if missing); train nothing.")
 @click.pass_context
 def study(ctx, name, data_root, cache_dir, folds_text, seeds_text, preset, assignments, max_epochs,
-          storage, tracking_uri, retries, no_feature_cache, memory_budget, dry_run) -> None:
+          storage, tracking_uri, retries, no_feature_cache, memory_budget, random_weights, dry_run) -> None:
     """Train every cell of study NAME on its folds and seeds (resumable; several workers may share it)."""
-    from fer.config import parse_assignments
     from studies.engine import plan, run_study
     from studies.options import RunOptions
 
     spec = _ablations(ctx)
-    with _bad_input():
-        overrides = parse_assignments(assignments)
+    with _bad_input(), _stopped():
+        overrides = _overrides(assignments, random_weights)
         if memory_budget is not None:
             overrides["train.memory_budget"] = memory_budget
         opts = RunOptions(data_root=data_root, cache_dir=cache_dir, folds=_int_list(folds_text),
-                          seeds=_int_list(seeds_text), preset=preset, overrides=overrides, max_epochs=max_epochs,
-                          storage=storage, tracking_uri=tracking_uri, retries=retries,
-                          feature_cache=not no_feature_cache)
+                          seeds=_int_list(seeds_text), preset=preset, overrides=overrides,
+                          assignments=assignments, max_epochs=max_epochs, storage=storage,
+                          tracking_uri=tracking_uri, retries=retries, feature_cache=not no_feature_cache)
         if dry_run:
             from studies.cli import print_unit_table
+            from studies.preflight import check_weights
 
-            print_unit_table(name, plan(name, spec, opts)[1], storage)
+            cells, units = plan(name, spec, opts)
+            print_unit_table(name, units, storage)
+            check_weights([c.config for c in cells], cache_dir, preset=preset or spec.defaults.preset,
+                          study=name, assignments=assignments)
             return
         done = run_study(name, spec, opts, echo=click.echo)
     click.echo(f"[{name}] this worker: {done['finished']} finished, {done['failed']} failed, "
@@ -259,19 +295,19 @@ def study(ctx, name, data_root, cache_dir, folds_text, seeds_text, preset, assig
 @tracking_option
 @click.option("--export", "export_path", type=click.Path(path_type=Path, dir_okay=False), default=None,
               help="Write the best parameters as a YAML delta usable as study defaults.")
+@random_weights_option
 @click.pass_context
 def tune(ctx, name, trials, data_root, cache_dir, preset, assignments, max_epochs, storage, tracking_uri,
-         export_path) -> None:
+         export_path, random_weights) -> None:
     """Optuna search NAME: objective = mean validation UAR over the search's folds (never test)."""
-    from fer.config import parse_assignments
     from studies.options import RunOptions
     from studies.tune import SearchFailed, export_best, run_search
 
     spec = _ablations(ctx)
-    with _bad_input():
+    with _bad_input(), _stopped():
         opts = RunOptions(data_root=data_root, cache_dir=cache_dir, preset=preset,
-                          overrides=parse_assignments(assignments), trials=trials, max_epochs=max_epochs,
-                          storage=storage, tracking_uri=tracking_uri)
+                          overrides=_overrides(assignments, random_weights), assignments=assignments,
+                          trials=trials, max_epochs=max_epochs, storage=storage, tracking_uri=tracking_uri)
         try:
             search = run_search(name, spec, opts, echo=click.echo)
         except SearchFailed as exc:
@@ -281,6 +317,89 @@ def tune(ctx, name, trials, data_root, cache_dir, preset, assignments, max_epoch
     if export_path:
         export_best(search, export_path, name)
         click.echo(f"wrote {export_path}")
+
+
+@cli.group()
+def weights() -> None:
+    """Pretrained checkpoints: what a preset or study reads, fetching them, converting NeMo files."""
+
+
+weights_preset_option = click.option("--preset", default=None,
+                                     help="Preset (default: the declared default preset of ablations.yaml).")
+weights_study_option = click.option("--study", "study_name", default=None, metavar="NAME",
+                                    help="Every cell of study NAME (or every point of search NAME).")
+
+
+def _weights_configs(spec, preset, study_name, assignments, random_weights=False) -> list:
+    from studies.preflight import configs_of
+
+    with _bad_input():
+        return configs_of(spec, preset=preset, study=study_name, overrides=_overrides(assignments, random_weights))
+
+
+@weights.command("list")
+@weights_preset_option
+@weights_study_option
+@set_option
+@random_weights_option
+@cache_option
+@click.option("--json", "as_json", is_flag=True, help="Print one JSON list.")
+@click.pass_context
+def weights_list(ctx, preset, study_name, assignments, random_weights, cache_dir, as_json) -> None:
+    """Each checkpoint the preset or study reads: where it resolves (offline), sizes, what reads it."""
+    from fer.weights.listing import render_resolutions, resolution_rows
+    from fer.weights.resolver import fetch_command, resolve_all
+
+    spec = _ablations(ctx)
+    resolutions = resolve_all(_weights_configs(spec, preset, study_name, assignments, random_weights), cache_dir)
+    if as_json:
+        click.echo(json.dumps(resolution_rows(resolutions)))
+    else:
+        fetch = fetch_command(preset or spec.defaults.preset, study_name, assignments)
+        click.echo(render_resolutions(resolutions, fetch=fetch))
+
+
+@weights.command("fetch")
+@weights_preset_option
+@weights_study_option
+@set_option
+@cache_option
+@click.pass_context
+def weights_fetch(ctx, preset, study_name, assignments, cache_dir) -> None:
+    """Download what the preset or study reads and is missing (resumable, checked); convert NeMo files.
+
+    Honours HF_HOME, HF_HUB_CACHE, HF_TOKEN and HF_ENDPOINT; with HF_HUB_OFFLINE=1 it only reports
+    what is missing. Exit 1 unless every checkpoint is present afterwards.
+    """
+    from fer.weights.checkpoints import checkpoints_needed
+    from fer.weights.download import fetch, fetch_summary
+
+    needed = checkpoints_needed(_weights_configs(_ablations(ctx), preset, study_name, assignments))
+    if not needed:
+        click.echo("no pretrained checkpoint is read: nothing to fetch")
+        return
+    results = fetch(needed, cache_dir, log=click.echo)
+    click.echo(fetch_summary(results))
+    if not all(r.ok for r in results):
+        sys.exit(1)
+
+
+@weights.command("convert-nemo")
+@click.argument("nemo_file", type=click.Path(path_type=Path, exists=True, dir_okay=False))
+@click.option("--out", "out_dir", type=click.Path(path_type=Path, file_okay=False), required=True,
+              help="Folder to create (config.json + model.safetensors); it must not exist.")
+def weights_convert_nemo(nemo_file, out_dir) -> None:
+    """Convert a NeMo FastConformer CTC checkpoint (.nemo) into the transformers format."""
+    from fer.weights.nemo import convert_nemo
+    from fer.weights.nemo_mapping import NemoConversionError
+
+    try:
+        convert_nemo(nemo_file, out_dir)
+    except NemoConversionError as exc:
+        _fail(f"{nemo_file} does not convert (nothing written):\n{exc}", 2)
+    except FileExistsError as exc:
+        _fail(exc, 2)
+    click.echo(f"wrote {out_dir}: use it with --set model.audio.pretrained={out_dir}")
 
 
 @cli.command()

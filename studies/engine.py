@@ -5,6 +5,12 @@ machine (journal file) or several (RDB URL): each unit is claimed by exactly one
 it again resumes: finished units are skipped, units of dead workers are re-run, failed units are
 retried up to ``retries`` times. A unit that raises (or hits a NaN loss) is marked FAILED in the
 ledger and in MLflow, with the reason, and the study goes on.
+
+Two checks keep a worker from failing unit after unit for a reason that is not the units':
+before the first unit, the preflight (``studies.preflight``) stops on missing pretrained weights;
+while training, an error every unit would hit (``studies.failures``: missing weights, a missing
+database driver, no space left, the data root gone) stops the worker with ``WorkerFailure``, its
+unit queued again (``Ledger.release``) and its MLflow run deleted: no FAILED run, no retry spent.
 """
 
 from __future__ import annotations
@@ -16,9 +22,11 @@ import statistics
 from pathlib import Path
 from typing import Any, Callable
 
+from studies.failures import discard_run, stop_worker, worker_failure
 from studies.grid import Cell, Unit, expand_cells, resolve_folds, study_units
 from studies.ledger import Ledger
 from studies.options import RunOptions
+from studies.preflight import check_weights
 
 SUMMARY_METRICS = ("test/war", "test/uar", "test/f1")
 WORKER_LOST = "worker lost (process died or heartbeat expired)"
@@ -170,20 +178,71 @@ def run_study(name: str, ablations, opts: RunOptions, *,
     form ONE worker that trains each unit data-parallel across them.
 
     Raises:
-        StudyError: unknown study, or no data root.
+        StudyError: unknown study, or no (readable) data root.
         ConfigError: bad overrides, axis values, folds (before anything runs).
+        MissingWeightsError: the preflight: a checkpoint a cell reads is not on this machine
+            (before anything is created).
+        WorkerFailure: an error every unit would hit; the unit in progress is queued again.
     """
-    import math
-
     data_root = opts.require_data_root("study")
     cells, units = plan(name, ablations, opts)
+    preset = opts.preset or ablations.defaults.preset
+    check_weights([c.config for c in cells], opts.cache_dir, preset=preset, study=name,
+                  assignments=opts.assignments)
     run_fn = run_fn or _default_run_fn()
     procs = _Processes()
-    ledger = tracker = None
-    if procs.main:
-        ledger = Ledger(opts.storage, f"ledger:{name}", lease=opts.lease)
-        with ledger.lock():  # workers starting together must not race to create the tracking store
-            tracker = _Tracker(name, opts.tracking_uri, ledger)
+    state = _WorkerState()
+    try:
+        if procs.main:
+            state.ledger = Ledger(opts.storage, f"ledger:{name}", lease=opts.lease)
+            with state.ledger.lock():  # workers starting together must not race to create the tracking store
+                state.tracker = _Tracker(name, opts.tracking_uri, state.ledger)
+        return _work(name, cells, units, opts, data_root, run_fn, procs, state, echo)
+    except Exception as exc:
+        reason = worker_failure(exc, data_root=data_root)
+        if reason is None:
+            raise
+        put_back = state.put_back(reason)
+        raise stop_worker(exc, reason, put_back=put_back, preset=preset, study=name,
+                          assignments=opts.assignments) from exc
+
+
+class _WorkerState:
+    """The main process's ledger and tracker, and the unit it holds: claimed, its run started,
+    not yet completed or failed. What a worker failure puts back."""
+
+    def __init__(self):
+        self.ledger: Ledger | None = None
+        self.tracker: _Tracker | None = None
+        self.unit: Unit | None = None
+        self.trial = None
+        self.run_id: str | None = None
+
+    def hold(self, unit: Unit, trial) -> None:
+        self.unit, self.trial, self.run_id = unit, trial, None
+
+    def done(self) -> None:
+        self.unit = self.trial = self.run_id = None
+
+    def put_back(self, reason: str) -> str:
+        """Delete the held unit's run, queue the unit again; says what was done."""
+        if self.trial is None:
+            return "no unit was in progress"
+        if self.run_id is not None:
+            discard_run(self.tracker.client, self.run_id, reason)
+        with contextlib.suppress(Exception):  # else the ledger reclaims it as a lost worker's, no retry spent
+            self.ledger.release(self.trial, reason)
+        label = self.unit.label
+        self.done()
+        return f"unit {label} is queued again"
+
+
+def _work(name: str, cells: list[Cell], units: list[Unit], opts: RunOptions, data_root: Path, run_fn,
+          procs: _Processes, state: _WorkerState, echo: Callable[[str], None]) -> dict:
+    """The worker's loop: claim a unit, train it, log it, until none is left."""
+    import math
+
+    ledger, tracker = state.ledger, state.tracker
     by_key = {u.key: u for u in units}
     units_of_cell = {c.name: [u for u in units if u.cell.name == c.name] for c in cells}
     done = {"finished": 0, "failed": 0, "reclaimed": 0}
@@ -197,7 +256,9 @@ def run_study(name: str, ablations, opts: RunOptions, *,
                     tracker.lost(stale.user_attrs["mlflow_run_id"])
             trial = ledger.claim(set(by_key))
             if trial is not None:
-                tracked = tracker.start(by_key[trial.user_attrs["unit_key"]], trial)
+                state.hold(by_key[trial.user_attrs["unit_key"]], trial)
+                tracked = tracker.start(state.unit, trial)
+                state.run_id = tracked.run_id
                 ledger.set_attrs(trial, mlflow_run_id=tracked.run_id)
         key = procs.share(None if trial is None else trial.user_attrs["unit_key"])
         if key is None:
@@ -216,12 +277,15 @@ def run_study(name: str, ablations, opts: RunOptions, *,
                                 max_epochs=opts.max_epochs)
                 if procs.main:
                     tracked.log(result)
-        except Exception as exc:  # a unit's failure must not stop the study
+        except Exception as exc:  # a unit's failure must not stop the study; a worker failure does
+            if worker_failure(exc, data_root=data_root) is not None:
+                raise
             reason = f"{type(exc).__name__}: {exc}"
             done["failed"] += 1
             if procs.main:
                 echo(f"[{name}] {unit.label}: FAILED: {reason}")
                 ledger.fail(trial, reason)
+                state.done()
             continue
         done["finished"] += 1
         if not procs.main:
@@ -229,6 +293,7 @@ def run_study(name: str, ablations, opts: RunOptions, *,
         val = float(result.metrics.get("val/uar_best", float("nan")))
         test = {k: float(v) for k, v in result.metrics.items() if k in SUMMARY_METRICS}
         ledger.complete(trial, val if math.isfinite(val) else 0.0, test_metrics=test)
+        state.done()
         echo(f"[{name}] {unit.label}: test UAR {test.get('test/uar', float('nan')):.3f}")
         tracker.summarise_cell(unit.cell, units_of_cell[unit.cell.name])
     return done

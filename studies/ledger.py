@@ -12,6 +12,9 @@ Trial states mean:
     FAIL      raised, hit a NaN loss, or its worker died (``fail_reason`` says which)
     PRUNED    a duplicate claim of a unit another trial already owns (multi-machine race)
 
+RUNNING goes back to WAITING (``release``) when the worker stopped on an error every unit would
+hit (``studies.failures``): the unit is queued again and no retry is spent.
+
 A RUNNING trial is stale when its worker's process is gone (same host) or its heartbeat is older
 than the lease: the next ``sync`` fails it with reason ``worker lost`` and enqueues the unit again,
 without counting it against ``--retries``.
@@ -236,6 +239,17 @@ class Ledger:
 
         self.set_attrs(trial, **attrs)
         self.storage.set_trial_state_values(trial._trial_id, TrialState.COMPLETE, values=[value])
+
+    def release(self, trial, reason: str) -> None:
+        """Put a claimed trial back in the queue (RUNNING -> WAITING): not a failure of the unit.
+
+        ``released`` keeps the last reason, for the record; the next ``claim`` renews ``worker``,
+        ``heartbeat`` and the MLflow run id.
+        """
+        from optuna.trial import TrialState
+
+        self.set_attrs(trial, released=reason[:2000])
+        self.storage.set_trial_state_values(trial._trial_id, TrialState.WAITING)
 
     def fail(self, trial, reason: str) -> None:
         from optuna.trial import TrialState

@@ -29,6 +29,8 @@ class RunOptions:
         cache_dir: prepared clips and frozen-encoder features.
         preset: replaces the declared default preset.
         overrides: dotted config paths -> values, over the declared overrides.
+        assignments: the ``--set`` values as typed, repeated in the ``weights fetch`` command a
+            missing-weights message names.
         max_epochs: caps every unit's epochs.
         storage: ledger / Optuna storage, a journal file (one machine) or an RDB URL (several).
         tracking_uri: MLflow tracking store.
@@ -47,6 +49,7 @@ class RunOptions:
     cache_dir: Path = DEFAULT_CACHE
     preset: str | None = None
     overrides: dict[str, Any] = field(default_factory=dict)
+    assignments: tuple[str, ...] = ()
     max_epochs: int | None = None
     storage: str = DEFAULT_STORAGE
     tracking_uri: str = DEFAULT_TRACKING
@@ -58,9 +61,15 @@ class RunOptions:
     trials: int | None = None
 
     def require_data_root(self, what: str) -> Path:
-        """The data root; a ``StudyError`` when a ``what`` ("study", "search") is asked to train without one."""
+        """The data root; a ``StudyError`` when a ``what`` ("study", "search") is asked to train
+        without one, or with one that is not a readable folder."""
         if self.data_root is None:
             raise StudyError(f"a {what} needs --data-root (or $FER_DATA_ROOT): a RAVDESS folder or one "
                              "written by `python runner.py synth`")
+        from studies.failures import data_root_problem
+
+        problem = data_root_problem(self.data_root)
+        if problem:
+            raise StudyError(f"--data-root: {problem}")
         return Path(self.data_root)
 

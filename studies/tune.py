@@ -12,10 +12,19 @@ median pruner weighs the trial's best report so far, so a trial that did well ea
 later fold is not stopped by it: ``wilcoxon`` is the pruner that compares whole folds. With ``wilcoxon`` each fold reports its
 best validation UAR at step = fold index and Optuna's Wilcoxon pruner compares the folds paired with
 the best trial's.
+
+Failures: a trial that raises is FAILED (in Optuna and MLflow) and the search goes on. Before the
+first trial the preflight (``studies.preflight``) stops on missing pretrained weights, checked at
+every point of the space that can read other checkpoints (``search_points``). An error every
+trial would hit (``studies.failures``) ends the search at once with ``WorkerFailure``: the trial
+goes back to WAITING with its parameters (the next ``tune`` runs it first; the validation values
+its finished folds reported stay, the same folds report them again) and its MLflow runs are
+deleted, so no trial after trial fails for a reason that is not theirs.
 """
 
 from __future__ import annotations
 
+import contextlib
 import json
 import statistics
 from pathlib import Path
@@ -25,8 +34,10 @@ import yaml
 
 from fer.atomic import atomic_write_text
 from fer.config import ConfigError, resolve_config
+from studies.failures import discard_run, stop_worker, worker_failure
 from studies.grid import override_clashes
 from studies.options import RunOptions
+from studies.preflight import check_weights, search_configs
 
 
 def suggest(trial, space: dict) -> dict[str, Any]:
@@ -86,8 +97,11 @@ def run_search(name: str, ablations, opts: RunOptions, *, run_fn: Callable[..., 
     pruned ones; returns the Optuna study.
 
     Raises:
-        StudyError: unknown search, or no data root.
+        StudyError: unknown search, or no (readable) data root.
         ConfigError: overrides that do not resolve, or that set a searched parameter (before any trial).
+        MissingWeightsError: the preflight: a checkpoint some point of the space reads is not on
+            this machine (before the Optuna study or the MLflow experiment is created).
+        WorkerFailure: an error every trial would hit; the trial in progress is queued again.
         SearchFailed: not a single trial completed (each failed, or was pruned).
     """
     import optuna
@@ -108,18 +122,28 @@ def run_search(name: str, ablations, opts: RunOptions, *, run_fn: Callable[..., 
         errors += exc.errors
     if errors:
         raise ConfigError(errors)
+    check_weights(search_configs(ablations, name, preset=preset, overrides=opts.overrides), opts.cache_dir,
+                  preset=preset, study=name, assignments=opts.assignments)
     trials = opts.trials or spec.trials
     if run_fn is None:
         from fer.train.run import run_unit as run_fn
     optuna.logging.set_verbosity(optuna.logging.WARNING)
-    study = optuna.create_study(study_name=f"search:{name}", storage=open_storage(opts.storage),
-                                load_if_exists=True, direction="maximize", sampler=_sampler(spec),
-                                pruner=_pruner(spec))
-    client = MlflowClient(tracking_uri=opts.tracking_uri)
-    experiment_id = ensure_experiment(client, f"search-{name}")
+    try:
+        storage = open_storage(opts.storage)
+        study = optuna.create_study(study_name=f"search:{name}", storage=storage, load_if_exists=True,
+                                    direction="maximize", sampler=_sampler(spec), pruner=_pruner(spec))
+        client = MlflowClient(tracking_uri=opts.tracking_uri)
+        experiment_id = ensure_experiment(client, f"search-{name}")
+    except Exception as exc:
+        reason = worker_failure(exc, data_root=data_root)
+        if reason is None:
+            raise
+        raise stop_worker(exc, reason, put_back="no trial was in progress", preset=preset, study=name,
+                          assignments=opts.assignments) from exc
     pruned = (optuna.TrialPruned,)  # a pruned trial's runs end KILLED, not FAILED
 
-    def objective(trial) -> float:
+    def objective(trial, runs: list[str]) -> float:
+        """Train the trial's folds; every MLflow run it starts is appended to ``runs``."""
         params = suggest(trial, spec.space)
         cfg = resolve_config(preset, {**base, **params})
         epochs = opts.max_epochs or cfg.train.epochs
@@ -128,6 +152,7 @@ def run_search(name: str, ablations, opts: RunOptions, *, run_fn: Callable[..., 
                                    tags={"study": f"search-{name}", "kind": "trial",
                                          "optuna_trial": str(trial.number), "params": json.dumps(params),
                                          "git_commit": git_commit()}).info.run_id
+        runs.append(parent)
         trial.set_user_attr("mlflow_run_id", parent)
         done: list[float] = []
         with TrackedRun(client, parent, killed_by=pruned):
@@ -136,6 +161,7 @@ def run_search(name: str, ablations, opts: RunOptions, *, run_fn: Callable[..., 
                                  axes=params, optuna_trial=trial.number)
                 with tracked_unit(client, experiment_id, parent_run_id=parent, tags=tags, config=cfg,
                                   run_name=f"{cell}/fold{fold}", killed_by=pruned) as unit:
+                    runs.append(unit.run_id)
                     reporter = _FoldReporter(trial, unit.logger, spec.pruner, position, epochs, done)
                     result = run_fn(cfg, data_root=data_root, cache_dir=opts.cache_dir, fold=fold,
                                     seed=spec.seed, callback=reporter, max_epochs=opts.max_epochs,
@@ -151,12 +177,34 @@ def run_search(name: str, ablations, opts: RunOptions, *, run_fn: Callable[..., 
         echo(f"[{name}] trial {trial.number}: mean val UAR {value:.3f} {params}")
         return value
 
-    finished = (optuna.trial.TrialState.COMPLETE, optuna.trial.TrialState.PRUNED)
-    remaining = trials - len(study.get_trials(deepcopy=False, states=finished))
-    if remaining > 0:
-        study.optimize(objective, n_trials=remaining, catch=(Exception,),
-                       callbacks=[optuna.study.MaxTrialsCallback(trials, states=finished)])
-    if not study.get_trials(deepcopy=False, states=(optuna.trial.TrialState.COMPLETE,)):
+    TrialState = optuna.trial.TrialState
+    finished = (TrialState.COMPLETE, TrialState.PRUNED)
+    # At most the trials still missing when this worker starts (failed ones included), and none
+    # once other workers sharing the storage have finished enough.
+    for _ in range(trials - len(study.get_trials(deepcopy=False, states=finished))):
+        if len(study.get_trials(deepcopy=False, states=finished)) >= trials:
+            break
+        trial = study.ask()  # a trial put back in the queue first, with its parameters
+        runs: list[str] = []
+        try:
+            value = objective(trial, runs)
+        except optuna.TrialPruned:
+            study.tell(trial, state=TrialState.PRUNED)
+            continue
+        except Exception as exc:
+            reason = worker_failure(exc, data_root=data_root)
+            if reason is not None:
+                for run_id in runs:
+                    discard_run(client, run_id, reason)
+                with contextlib.suppress(Exception):  # the storage may be what failed: the trial stays RUNNING
+                    storage.set_trial_state_values(trial._trial_id, TrialState.WAITING)
+                raise stop_worker(exc, reason, put_back=f"trial {trial.number} is queued again with its parameters",
+                                  preset=preset, study=name, assignments=opts.assignments) from exc
+            study.tell(trial, state=TrialState.FAIL)
+            echo(f"[{name}] trial {trial.number}: FAILED: {type(exc).__name__}: {exc}")
+            continue
+        study.tell(trial, value)
+    if not study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,)):
         raise SearchFailed(f"search {name!r}: no trial completed; " + "; ".join(
             f"trial {t.number}: {_outcome(client, t)}" for t in study.get_trials(deepcopy=False)))
     return study

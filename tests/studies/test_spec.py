@@ -24,13 +24,27 @@ def test_shipped_file_declares_the_issue_studies_and_search():
     assert SHIPPED.studies["fusion-depth"].axes == {"model.fusion.layers": [0, 1, 2, 4, 6]}
 
 
+# What a shipped study reads on the default (tiny) preset: its dry run checks it, exit 2 when missing.
+READS_ON_TINY = {"lfm2-freeze": "LiquidAI/LFM2-350M"}
+
+
 @pytest.mark.parametrize("name", sorted(SHIPPED.studies))
-def test_every_shipped_study_dry_runs(name, tmp_path):
-    result = CliRunner().invoke(cli, ["study", name, "--dry-run", "--storage", str(tmp_path / "l.journal")])
-    assert result.exit_code == 0, result.output
+def test_every_shipped_study_dry_runs(name, tmp_path, monkeypatch):
+    from huggingface_hub import constants
+
+    monkeypatch.setattr(constants, "HF_HUB_CACHE", str(tmp_path / "hub"))  # an empty Hugging Face cache
+    result = CliRunner().invoke(cli, ["study", name, "--dry-run", "--storage", str(tmp_path / "l.journal"),
+                                      "--cache", str(tmp_path / "cache")])
     spec = SHIPPED.studies[name]
     n_cells = len(axis_points(spec.axes, spec.zip))
     assert f"{n_cells * 6 * len(spec.seeds)} units" in result.output
+    if name in READS_ON_TINY:
+        assert result.exit_code == 2, result.output
+        assert f"  - {READS_ON_TINY[name]} (model.fusion.pretrained" in result.output
+        assert f"python runner.py weights fetch --preset tiny --study {name}\n" in result.output
+    else:
+        assert result.exit_code == 0, result.output
+        assert "weights missing" not in result.output
     assert not (tmp_path / "l.journal").exists(), "a dry run must not create a ledger"
 
 

@@ -1,0 +1,123 @@
+"""Worker failures versus unit failures: which errors stop a worker instead of failing a unit.
+
+A unit's own failure (a NaN loss, out of memory after the back-off, any other exception) is
+marked FAILED and counts against ``--retries``; the worker goes on with the next unit. An error
+that every unit would hit is a *worker failure*: the worker stops at once with one message, and
+the unit goes back to the queue without a FAILED run and without spending a retry, for a worker
+on a machine that can run it, or for this one once the cause is fixed. ``worker_failure`` tells
+the two apart:
+
+- pretrained weights missing (``fer.weights.MissingWeightsError``): fetch them;
+- a database driver missing (``ImportError`` of a module in ``DB_DRIVERS``): the ledger or the
+  tracking store cannot be reached from this environment;
+- no space left, disk quota exceeded, read-only file system (``OSError`` with ``ENOSPC``,
+  ``EDQUOT``, ``EROFS``);
+- the data root gone or unreadable (an ``OSError`` raised while it is): a network drive unmounted,
+  permissions changed.
+
+The exception and its explicit causes (``raise ... from``) are looked at; anything else is the unit's.
+"""
+
+from __future__ import annotations
+
+import errno
+import os
+from pathlib import Path
+
+# Top-level modules of the database drivers SQLAlchemy (Optuna's RDB storage, MLflow's tracking
+# store) imports for postgresql://, mysql://, mssql:// and oracle:// URLs, and sqlite3's own.
+DB_DRIVERS = frozenset({"psycopg2", "psycopg", "pg8000", "asyncpg", "pymysql", "MySQLdb", "mysql",
+                        "mariadb", "pyodbc", "pymssql", "cx_Oracle", "oracledb", "sqlite3", "_sqlite3"})
+# Errors of the file system itself, not of one file: the next unit writes to the same disk.
+DISK_ERRNOS = {errno.ENOSPC: "no space left on device", errno.EDQUOT: "disk quota exceeded",
+               errno.EROFS: "read-only file system"}
+
+
+class WorkerFailure(Exception):
+    """Every unit would fail as this one did: the worker stops; its unit is queued again, no retry spent.
+
+    Attributes:
+        exit_code: 2 for missing pretrained weights (fixed by the fetch command the message names,
+            as the preflight's), 1 for the others.
+    """
+
+    def __init__(self, message: str, *, exit_code: int = 1):
+        super().__init__(message)
+        self.exit_code = exit_code
+
+
+def _causes(exc: BaseException):
+    """``exc`` and the exceptions it was explicitly raised from, innermost last (cycles cut)."""
+    seen = set()
+    while exc is not None and id(exc) not in seen:
+        seen.add(id(exc))
+        yield exc
+        exc = exc.__cause__
+
+
+def data_root_problem(data_root: str | Path | None) -> str | None:
+    """Why ``data_root`` cannot be read now (gone, not a folder, no permission), or None."""
+    if data_root is None:
+        return None
+    root = Path(data_root)
+    if not root.is_dir():
+        return f"data root {root} is not a folder (gone, or a drive not mounted)"
+    if not os.access(root, os.R_OK | os.X_OK):
+        return f"data root {root} is not readable"
+    return None
+
+
+def worker_failure(exc: BaseException, *, data_root: str | Path | None = None) -> str | None:
+    """Why every unit would fail as ``exc`` did (one line), or None when the failure is the unit's own.
+
+    Args:
+        exc: what the unit raised.
+        data_root: the study's data root, looked at when ``exc`` is an ``OSError``.
+    """
+    from fer.weights.resolver import MissingWeightsError  # light: no torch, no hub client
+
+    for e in _causes(exc):
+        if isinstance(e, MissingWeightsError):
+            return "pretrained weights missing"
+        if isinstance(e, ImportError) and (e.name or "").split(".")[0] in DB_DRIVERS:
+            return f"database driver {e.name!r} is not installed: the ledger or tracking store cannot be reached"
+        if isinstance(e, OSError) and e.errno in DISK_ERRNOS:
+            where = f" ({e.filename})" if e.filename else ""
+            return f"{DISK_ERRNOS[e.errno]}{where}"
+        if isinstance(e, OSError) and (problem := data_root_problem(data_root)):
+            return problem
+    return None
+
+
+def discard_run(client, run_id: str, reason: str) -> None:
+    """The MLflow run of work put back in the queue: KILLED with the reason, then deleted (gone
+    from the UI and from ``analysis.load``; ``mlflow gc`` removes it for good). Best effort: when
+    the store itself is what failed (a full disk), the run stays as the ``with`` block ended it."""
+    import contextlib
+
+    from fer.tracking import end_run
+
+    with contextlib.suppress(Exception):
+        end_run(client, run_id, "KILLED", f"worker failure: {reason}")
+        client.delete_run(run_id)
+
+
+def stop_worker(exc: BaseException, reason: str, *, put_back: str, preset: str | None = None,
+                study: str | None = None, assignments=()) -> WorkerFailure:
+    """The ``WorkerFailure`` that stops the worker: one message with the reason, what was put back
+    in the queue, and what to do (for missing weights: each checkpoint and the fetch command).
+
+    Args:
+        exc: what was raised; reason: ``worker_failure(exc)``.
+        put_back: what happened to the work in progress (``"unit X is queued again"``).
+        preset, study, assignments: for the fetch command of a missing-weights message.
+    """
+    from fer.weights.resolver import MissingWeightsError, missing_message
+
+    missing = next((e for e in _causes(exc) if isinstance(e, MissingWeightsError)), None)
+    if missing is not None:
+        detail, code = missing_message(missing.missing, preset=preset, study=study, assignments=assignments), 2
+    else:
+        detail, code = f"{type(exc).__name__}: {exc}", 1
+    return WorkerFailure(f"this worker stops: {reason}, which every unit would hit; {put_back} "
+                         f"(no FAILED run, no retry spent).\n{detail}", exit_code=code)
