@@ -203,6 +203,9 @@ def run_search(name: str, ablations, opts: RunOptions, *, run_fn: Callable[..., 
             study.tell(trial, state=TrialState.FAIL)
             echo(f"[{name}] trial {trial.number}: FAILED: {type(exc).__name__}: {exc}")
             continue
+        except BaseException:  # Ctrl-C: the trial ends FAILED, as Study.optimize ends it
+            study.tell(trial, state=TrialState.FAIL)
+            raise
         study.tell(trial, value)
     if not study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,)):
         raise SearchFailed(f"search {name!r}: no trial completed; " + "; ".join(
