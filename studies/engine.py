@@ -224,17 +224,17 @@ class _WorkerState:
     def done(self) -> None:
         self.unit = self.trial = self.run_id = None
 
-    def put_back(self, reason: str) -> str:
-        """Delete the held unit's run, queue the unit again; says what was done."""
+    def put_back(self, reason: str) -> str | None:
+        """Delete the held unit's run, queue the unit again; returns what was put back (None: nothing)."""
         if self.trial is None:
-            return "no unit was in progress"
+            return None
         if self.run_id is not None:
             discard_run(self.tracker.client, self.run_id, reason)
         with contextlib.suppress(Exception):  # else the ledger reclaims it as a lost worker's, no retry spent
             self.ledger.release(self.trial, reason)
         label = self.unit.label
         self.done()
-        return f"unit {label} is queued again"
+        return f"unit {label}"
 
 
 def _work(name: str, cells: list[Cell], units: list[Unit], opts: RunOptions, data_root: Path, run_fn,

@@ -80,7 +80,7 @@ def worker_failure(exc: BaseException, *, data_root: str | Path | None = None) -
         if isinstance(e, MissingWeightsError):
             return "pretrained weights missing"
         if isinstance(e, ImportError) and (e.name or "").split(".")[0] in DB_DRIVERS:
-            return f"database driver {e.name!r} is not installed: the ledger or tracking store cannot be reached"
+            return f"database driver {e.name!r} is not installed (the ledger or tracking store cannot be reached)"
         if isinstance(e, OSError) and e.errno in DISK_ERRNOS:
             where = f" ({e.filename})" if e.filename else ""
             return f"{DISK_ERRNOS[e.errno]}{where}"
@@ -102,14 +102,14 @@ def discard_run(client, run_id: str, reason: str) -> None:
         client.delete_run(run_id)
 
 
-def stop_worker(exc: BaseException, reason: str, *, put_back: str, preset: str | None = None,
+def stop_worker(exc: BaseException, reason: str, *, put_back: str | None, preset: str | None = None,
                 study: str | None = None, assignments=()) -> WorkerFailure:
     """The ``WorkerFailure`` that stops the worker: one message with the reason, what was put back
     in the queue, and what to do (for missing weights: each checkpoint and the fetch command).
 
     Args:
         exc: what was raised; reason: ``worker_failure(exc)``.
-        put_back: what happened to the work in progress (``"unit X is queued again"``).
+        put_back: the work in progress, queued again (``"unit layers=2/fold0/seed0"``); None: none.
         preset, study, assignments: for the fetch command of a missing-weights message.
     """
     from fer.weights.resolver import MissingWeightsError, missing_message
@@ -119,5 +119,6 @@ def stop_worker(exc: BaseException, reason: str, *, put_back: str, preset: str |
         detail, code = missing_message(missing.missing, preset=preset, study=study, assignments=assignments), 2
     else:
         detail, code = f"{type(exc).__name__}: {exc}", 1
-    return WorkerFailure(f"this worker stops: {reason}, which every unit would hit; {put_back} "
-                         f"(no FAILED run, no retry spent).\n{detail}", exit_code=code)
+    held = (f"{put_back} is queued again (no FAILED run, no retry spent)" if put_back
+            else "no unit was in progress")
+    return WorkerFailure(f"this worker stops: {reason}\nevery unit would hit it; {held}.\n{detail}", exit_code=code)

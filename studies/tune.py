@@ -138,7 +138,7 @@ def run_search(name: str, ablations, opts: RunOptions, *, run_fn: Callable[..., 
         reason = worker_failure(exc, data_root=data_root)
         if reason is None:
             raise
-        raise stop_worker(exc, reason, put_back="no trial was in progress", preset=preset, study=name,
+        raise stop_worker(exc, reason, put_back=None, preset=preset, study=name,
                           assignments=opts.assignments) from exc
     pruned = (optuna.TrialPruned,)  # a pruned trial's runs end KILLED, not FAILED
 
@@ -198,7 +198,7 @@ def run_search(name: str, ablations, opts: RunOptions, *, run_fn: Callable[..., 
                     discard_run(client, run_id, reason)
                 with contextlib.suppress(Exception):  # the storage may be what failed: the trial stays RUNNING
                     storage.set_trial_state_values(trial._trial_id, TrialState.WAITING)
-                raise stop_worker(exc, reason, put_back=f"trial {trial.number} is queued again with its parameters",
+                raise stop_worker(exc, reason, put_back=f"trial {trial.number}, with its parameters,",
                                   preset=preset, study=name, assignments=opts.assignments) from exc
             study.tell(trial, state=TrialState.FAIL)
             echo(f"[{name}] trial {trial.number}: FAILED: {type(exc).__name__}: {exc}")

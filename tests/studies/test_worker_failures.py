@@ -146,7 +146,8 @@ def test_worker_failure_stops_at_once_and_leaves_the_unit_queued_with_no_run_and
     message = str(stopped.value)
     assert calls == [("audio", 0)], "the worker stops at the first unit"
     assert message.startswith("this worker stops: ") and reason in message.splitlines()[0]
-    assert "unit modality=audio/fold0/seed0 is queued again (no FAILED run, no retry spent)" in message
+    assert message.splitlines()[1] == ("every unit would hit it; unit modality=audio/fold0/seed0 is queued again "
+                                       "(no FAILED run, no retry spent).")
     assert stopped.value.exit_code == exit_code
     assert statuses(env) == Counter({"queued": N_UNITS})
     (run,) = unit_runs(env)  # the unit's run: KILLED, deleted, why
@@ -208,6 +209,28 @@ def test_study_command_exits_with_one_message_and_no_traceback(env, monkeypatch,
     assert len(calls) == 1 and statuses(env) == Counter({"queued": N_UNITS})
 
 
+def test_a_database_url_without_its_driver_stops_the_worker_before_any_unit(env, monkeypatch):
+    import importlib.util
+
+    if importlib.util.find_spec("psycopg2") or importlib.util.find_spec("psycopg"):
+        pytest.skip("a PostgreSQL driver is installed here")
+    calls: list = []
+    module = types.ModuleType("fer.train.run")
+    module.run_unit = raising(env, lambda root: AssertionError("never trained"), calls)
+    monkeypatch.setitem(sys.modules, "fer.train.run", module)
+    path = env.root / "ablations.yaml"
+    path.write_text(yaml.safe_dump(fake_worker.ABLATIONS))
+    result = CliRunner().invoke(cli_main(), ["--ablations", str(path), "study", "toy", "--data-root",
+                                             str(env.root / "ravdess"), "--storage", "postgresql://u:p@127.0.0.1:9/db",
+                                             "--tracking-uri", env.tracking])
+    assert result.exit_code == 1 and isinstance(result.exception, SystemExit), result.output
+    first, second = result.output.splitlines()[:2]
+    assert first.startswith("error: this worker stops: database driver 'psycopg") and first.endswith(
+        "is not installed (the ledger or tracking store cannot be reached)")
+    assert second == "every unit would hit it; no unit was in progress."
+    assert calls == [] and not (env.root / "mlflow.db").exists()
+
+
 def cli_main():
     from runner import cli
 
@@ -241,7 +264,7 @@ def test_tune_worker_failure_ends_the_search_and_requeues_the_trial_with_its_par
     with pytest.raises(WorkerFailure) as stopped:
         run_search("toy", validate(SEARCH), search_opts, run_fn=disk_full_on_second_fold, echo=lambda s: None)
     assert "this worker stops: no space left on device" in str(stopped.value)
-    assert "trial 0 is queued again with its parameters" in str(stopped.value)
+    assert "every unit would hit it; trial 0, with its parameters, is queued again" in str(stopped.value)
     assert [f for _, f in calls] == [0, 2], "the search ends at the first worker failure"
     client = MlflowClient(tracking_uri=env.tracking)
     exp = client.get_experiment_by_name("search-toy")
