@@ -240,7 +240,8 @@ def run_unit(cfg: RunConfig, *, data_root: str | Path, cache_dir: str | Path, fo
     Args:
         cfg: the resolved run configuration.
         data_root: RAVDESS folder (real or synthetic).
-        cache_dir: prepared-clip cache root; missing entries (and encoder features) are built here.
+        cache_dir: prepared-clip cache root; missing entries (and encoder features) are built here,
+            and converted checkpoints are found under ``<cache_dir>/weights``.
         fold: fold index of ``cfg.data.protocol``.
         seed: seeds Python, numpy, torch, the model's initialisation, the loader shuffling and
             the augmentation.
@@ -256,6 +257,7 @@ def run_unit(cfg: RunConfig, *, data_root: str | Path, cache_dir: str | Path, fo
     Raises:
         ValueError: bad fold or a split without clips.
         fer.train.loop.NonFiniteLossError: the loss became NaN or infinite.
+        fer.weights.MissingWeightsError: a pretrained checkpoint is not on this machine (before any work).
     """
     from accelerate import PartialState
     from accelerate.utils import set_seed
@@ -264,7 +266,11 @@ def run_unit(cfg: RunConfig, *, data_root: str | Path, cache_dir: str | Path, fo
     from fer.train.config import parse_budget
     from fer.train.features import prepare_features, prepare_key_of
     from fer.train.memory import ProfileEstimate, plan_batch, run_with_backoff
+    from fer.weights import with_local_weights
 
+    # Checkpoints are read from this machine only (no hub call per unit); the config's own ids
+    # stay in keys and tracking, the resolved folders are for building the model.
+    local = with_local_weights(cfg, cache_dir)
     notes: list[str] = []
     splits, entries = prepare_fold(cfg, data_root=data_root, cache_dir=cache_dir, fold=fold,
                                    prepare_workers=prepare_workers, notes=notes,
@@ -281,7 +287,7 @@ def run_unit(cfg: RunConfig, *, data_root: str | Path, cache_dir: str | Path, fo
         tcfg = t.model_copy(update={"batch_size": micro, "grad_accum": t.grad_accum * accum})
         ucfg = cfg.model_copy(update={"train": tcfg})
         set_seed(seed)
-        model = build_model(ucfg)
+        model = build_model(local.model_copy(update={"train": tcfg}))
         sizes = (sum(p.numel() for p in model.parameters()),
                  sum(p.numel() for p in model.parameters() if p.requires_grad))
         # Frozen, unaugmented encoders run once per clip into the shared feature cache; the
