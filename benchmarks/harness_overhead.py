@@ -2,7 +2,7 @@
 
     .venv/bin/python benchmarks/harness_overhead.py [--steps 40] [--repeats 5]
 
-Harness = ``fer.train.loop._train_epoch`` under Accelerate (the step function, loss gathering and
+Harness = ``fer.train.loop.train_epoch`` under Accelerate (the step function, loss gathering and
 NaN check, clipping, scheduler). Bare = forward, cross-entropy, backward, clip, AdamW step. Both
 start from the same weights and see the same in-memory batches (tiny preset, cached-encoder
 inputs), alternating, several repetitions; the overhead is the ratio of medians.
@@ -20,7 +20,7 @@ from torch import nn
 
 from fer.config import resolve_config
 from fer.models.model import build_model
-from fer.train.loop import _accelerator, _train_epoch
+from fer.train.loop import make_accelerator, train_epoch
 from fer.train.optim import build_optimizer, build_scheduler
 
 
@@ -48,7 +48,7 @@ def main() -> None:
     loss_fn = nn.CrossEntropyLoss(label_smoothing=t.label_smoothing)
 
     harness_model = copy.deepcopy(base)
-    acc = _accelerator(t.precision, t.grad_accum)
+    acc = make_accelerator(t.precision, t.grad_accum)
     opt = build_optimizer(harness_model.param_groups(), lr=t.lr, lr_mult=t.lr_mult.as_dict(),
                           weight_decay=t.weight_decay)
     harness_model, opt = acc.prepare(harness_model, opt)
@@ -68,7 +68,7 @@ def main() -> None:
             bare_opt.zero_grad(set_to_none=True)
 
     def harness_epoch() -> None:
-        _train_epoch(acc, harness_model, data, loss_fn, opt, sched, clip_grad=t.clip_grad, epoch=1)
+        train_epoch(acc, harness_model, data, loss_fn, opt, sched, clip_grad=t.clip_grad, epoch=1)
 
     timings = {"bare": [], "harness": []}
     for i in range(args.repeats + 1):  # the first round warms up and is dropped
@@ -81,7 +81,7 @@ def main() -> None:
     print(f"| loop | median step time (ms), {args.repeats} x {args.steps} steps, batch 8 |")
     print("|---|---|")
     print(f"| bare PyTorch | {bare * 1e3:.1f} |")
-    print(f"| fer harness (`_train_epoch` under Accelerate) | {harness * 1e3:.1f} |")
+    print(f"| fer harness (`train_epoch` under Accelerate) | {harness * 1e3:.1f} |")
     print(f"\nharness overhead: {(harness / bare - 1) * 100:+.1f}%")
 
 

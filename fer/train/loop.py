@@ -65,7 +65,9 @@ def _loss_step(model: nn.Module, batch: dict, loss_fn: nn.Module) -> tuple[torch
     return loss_fn(logits.float(), batch["label"]), logits
 
 
-def _accelerator(precision: str, grad_accum: int):
+def make_accelerator(precision: str, grad_accum: int):
+    """The Accelerator of a run: mixed precision (fp16 falls back to full precision without a GPU)
+    and gradient accumulation. Public so that a benchmark times the loop exactly as ``fit`` runs it."""
     from accelerate import Accelerator
     from accelerate.state import AcceleratorState
 
@@ -132,8 +134,8 @@ def evaluate(accelerator, model: nn.Module, loader, loss_fn: nn.Module) -> Evalu
                       clip_ids=clip_ids)
 
 
-def _train_epoch(accelerator, model, loader, loss_fn, optimizer, scheduler, *, clip_grad: float | None,
-                 epoch: int) -> tuple[float, int]:
+def train_epoch(accelerator, model, loader, loss_fn, optimizer, scheduler, *, clip_grad: float | None,
+                epoch: int) -> tuple[float, int]:
     """One pass over the training loader; returns (mean loss per clip, clips seen, all processes)."""
     model.train()
     total, clips = torch.zeros((), device=accelerator.device), 0
@@ -183,7 +185,7 @@ def fit(model: nn.Module, *, train_loader, val_loader, test_loader, cfg: TrainCo
     Raises:
         NonFiniteLossError: a NaN or infinite training or validation loss.
     """
-    accelerator = _accelerator(cfg.precision, cfg.grad_accum)
+    accelerator = make_accelerator(cfg.precision, cfg.grad_accum)
     optimizer = build_optimizer(model.param_groups(), lr=cfg.lr, lr_mult=cfg.lr_mult.as_dict(),
                                 weight_decay=cfg.weight_decay)
     model, optimizer, train_loader, val_loader = accelerator.prepare(model, optimizer, train_loader, val_loader)
@@ -203,8 +205,8 @@ def fit(model: nn.Module, *, train_loader, val_loader, test_loader, cfg: TrainCo
         for epoch in range(1, epochs + 1):
             train_loader.set_epoch(epoch)
             start = time.perf_counter()
-            train_loss, clips = _train_epoch(accelerator, model, train_loader, loss_fn, optimizer,
-                                             scheduler, clip_grad=cfg.clip_grad, epoch=epoch)
+            train_loss, clips = train_epoch(accelerator, model, train_loader, loss_fn, optimizer,
+                                            scheduler, clip_grad=cfg.clip_grad, epoch=epoch)
             train_time += time.perf_counter() - start
             train_clips += clips
             val = evaluate(accelerator, model, val_loader, loss_fn)
