@@ -1,6 +1,6 @@
 """Convert a NeMo FastConformer CTC checkpoint (``.nemo``) into the transformers Parakeet format.
 
-    convert_nemo(Path("stt_en_fastconformer_ctc_large.nemo"), cache / "weights" / "stt_en_fastconformer_ctc_large")
+    convert_nemo(Path("stt_en_fastconformer_ctc_large.nemo"), cache / "weights" / "nvidia--stt_en_fastconformer_ctc_large")
     # -> that folder: config.json + model.safetensors of a ParakeetForCTC, what model.audio.pretrained loads
 
 A ``.nemo`` file is a tar archive holding ``model_config.yaml`` and ``model_weights.ckpt`` (a torch

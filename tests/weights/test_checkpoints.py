@@ -23,8 +23,8 @@ from studies.spec import load_ablations
 NEMO = "nvidia/stt_en_fastconformer_ctc_large"
 SIGLIP = "timm/vit_base_patch16_siglip_224.v2_webli"
 LFM700 = "LiquidAI/LFM2-700M"
-# The FastConformer by its hub id, as the presets are to name it (they still name a relative path:
-# see test_every_shipped_preset_names_its_checkpoints_by_known_hub_id).
+# The FastConformer by its hub id, as rtx3050 names it; restated so these tests keep their meaning
+# if the preset changes (test_every_shipped_preset_names_its_checkpoints_by_known_hub_id checks it).
 RTX = {"model.audio.pretrained": NEMO}
 
 
