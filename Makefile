@@ -14,7 +14,7 @@ setup: $(STAMP) face-model
 $(STAMP): pyproject.toml
 	test -x $(VPY) || $(PY) -m venv $(VENV)
 	$(VPY) -m pip install -q --upgrade pip
-	$(VPY) -m pip install -q -e '.[dev]'
+	$(VPY) -m pip install -q -e '.[dev,export]'
 	touch $(STAMP)
 
 # The BlazeFace short-range model, checksum-verified, into ~/.cache/fer/models/.
