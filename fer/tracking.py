@@ -151,7 +151,9 @@ PREDICTION_COLUMNS = ["clip_id", "actor", "label", "pred"] + [f"p_{e}" for e in 
 
 
 def log_unit_result(client, run_id: str, result, *, config=None) -> None:
-    """Final metrics in one batch, then the unit's artifacts, each written once."""
+    """Final metrics in one batch, then the unit's artifacts, each written once: config,
+    predictions, confusion, history, warnings and the model folder ``model/`` (when the result
+    kept weights), all from one temporary folder in one ``log_artifacts`` call."""
     from mlflow.entities import Metric
 
     now = int(time.time() * 1000)
@@ -168,6 +170,9 @@ def log_unit_result(client, run_id: str, result, *, config=None) -> None:
             (out / "predictions_test.csv").write_text(_csv(result.predictions_test, PREDICTION_COLUMNS))
             (out / "confusion_test.csv").write_text(confusion_csv(result.confusion_test))
         (out / "history.json").write_text(json.dumps(result.history, indent=1))
+        weights = getattr(result, "weights", None)  # fer.train.checkpoint.UnitWeights
+        if weights is not None:  # built complete here, logged with the rest in one call
+            weights.write(out / "model")
         warnings = getattr(result, "warnings", [])
         if warnings:
             (out / "warnings.txt").write_text("\n".join(warnings) + "\n")

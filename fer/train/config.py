@@ -84,6 +84,9 @@ class TrainConfig(BaseModel):
     memory_budget: str | None = None  # GPU memory a run may use ("8GB"): micro-batch and accumulation
     # are chosen so that batch_size * grad_accum stays as configured; ignored on CPU
     feature_cache: bool = True  # feed frozen, unaugmented encoders' outputs from fer.train.features' cache
+    # What the unit's MLflow artifact model/ keeps (fer.train.checkpoint): the trained tensors (frozen
+    # parts referenced by checkpoint id or seed and content hash), every tensor, or no folder at all.
+    save_weights: Literal["trainable", "all", "none"] = "trainable"
 
     @field_validator("memory_budget")
     @classmethod

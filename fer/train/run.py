@@ -43,6 +43,7 @@ from fer.data.prepare import PrepareSettings, ensure_prepared
 from fer.data.protocols import Fold, get_protocol
 from fer.data.ravdess import Clip, index_clips
 from fer.labels import EMOTIONS
+from fer.train.checkpoint import UnitWeights, unit_weights
 from fer.train.loop import EpochCallback, Evaluation, fit
 
 
@@ -52,7 +53,8 @@ class UnitResult:
 
     ``metrics``: ``test/war``, ``test/uar``, ``test/f1``, ``test/recall/<emotion>``,
     ``best_epoch``, ``epochs_trained``, ``val/{war,uar,f1,loss}_best``, ``params/total``,
-    ``params/trainable``, ``gflops_per_clip``, ``train/clips_per_s``, ``peak_mem_mb``.
+    ``params/trainable``, ``gflops_per_clip``, ``train/clips_per_s``, ``peak_mem_mb``, ``model_mb``
+    (size of the saved tensors of ``weights``, 0 when none are kept).
     """
 
     metrics: dict[str, float]
@@ -62,6 +64,7 @@ class UnitResult:
     confusion_test: np.ndarray | None  # (8, 8) counts, rows = true, columns = predicted
     data_manifest: str  # hash of the clip ids used and their cache entry keys
     warnings: list[str] = field(default_factory=list)
+    weights: UnitWeights | None = None  # best-epoch model as train.save_weights asks; None for "none"
 
 
 def split_clips(clips: list[Clip], protocol_name: str, fold: int) -> tuple[Fold, dict[str, list[Clip]]]:
@@ -303,9 +306,12 @@ def run_unit(cfg: RunConfig, *, data_root: str | Path, cache_dir: str | Path, fo
                                pin_memory=device.type == "cuda")
         epochs = tcfg.epochs if max_epochs is None else min(tcfg.epochs, max_epochs)
         try:
-            return fit(model, train_loader=loaders["train"], val_loader=loaders["val"],
-                       test_loader=loaders["test"], cfg=tcfg, epochs=epochs, class_weights=weights,
-                       callback=callback), sizes
+            fitted = fit(model, train_loader=loaders["train"], val_loader=loaders["val"],
+                         test_loader=loaders["test"], cfg=tcfg, epochs=epochs, class_weights=weights,
+                         callback=callback)
+            # fit leaves the best epoch's weights in the model; serialised once, here, and logged
+            # with the other artifacts at the end (a killed unit leaves no model behind).
+            return fitted, sizes, unit_weights(model, cfg, seed=seed, mode=t.save_weights)
         finally:
             del model, loaders
             gc.collect()
@@ -313,7 +319,7 @@ def run_unit(cfg: RunConfig, *, data_root: str | Path, cache_dir: str | Path, fo
                 torch.cuda.empty_cache()
 
     with PeakMemory() as memory:
-        result, (params_total, params_trainable) = run_with_backoff(attempt, micro, accum)
+        result, (params_total, params_trainable), saved = run_with_backoff(attempt, micro, accum)
 
     test, val = result.test, result.best_val
     metrics = {} if test is None else {
@@ -328,10 +334,11 @@ def run_unit(cfg: RunConfig, *, data_root: str | Path, cache_dir: str | Path, fo
         "gflops_per_clip": profile.gflops_per_clip(),
         "train/clips_per_s": result.train_clips_per_s,
         "peak_mem_mb": memory.mb,
+        "model_mb": 0.0 if saved is None else saved.mb,
     })
     return UnitResult(metrics=metrics, history=result.history,
                       predictions_val=prediction_rows(val),
                       predictions_test=[] if test is None else prediction_rows(test),
                       confusion_test=None if test is None else test.metrics["confusion"],
                       data_manifest=manifest_hash(used),
-                      warnings=notes)
+                      warnings=notes, weights=saved)
