@@ -169,7 +169,7 @@ def _export_module(module: nn.Module, args: tuple, names: tuple[str, ...] | None
     finally:
         logger.setLevel(level)
     report = getattr(ep, "_report", None)
-    specialised = sorted({_first_line(str(f.data.get("expr", f.failure_type))) for f in report.failures}) if report else []
+    specialised = sorted({_describe(f, report.str_to_filename) for f in report.failures}) if report else []
     program = torch.onnx.export(ep, args, kwargs=kwargs, dynamo=True, input_names=list(names) if names else None,
                                 output_names=[OUTPUT] if names else None, verbose=False, optimize=True)
     return program, specialised
@@ -216,6 +216,18 @@ def _parity(wrapper: TensorInputs, path: Path, inputs: dict[str, torch.Tensor], 
     if not diff <= atol:  # also catches NaN
         raise ExportError(f"ONNX parity check failed: max |ONNX - PyTorch| = {diff:.3g} > atol {atol:g}")
     return diff
+
+
+def _describe(failure, filenames: dict[int, str]) -> str:
+    """One line per draft-export finding: ``expr -> value at file:line``, or its kind."""
+    data = failure.data
+    if "expr" not in data:
+        return failure.failure_type.name
+    where = ""
+    if data.get("user_stack"):
+        frame = data["user_stack"][-1]
+        where = f" at {filenames.get(frame['filename'], '?')}:{frame['line']} ({frame['name']})"
+    return f"{data['expr']} -> {data.get('result', '?')}{where}"
 
 
 def _output_shape(program) -> list[int]:
