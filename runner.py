@@ -509,5 +509,43 @@ def demo(ctx, out, clips_per_class, max_epochs, study_workers) -> None:
     click.echo(paths.summary())
 
 
+@cli.command()
+@click.argument("videos", nargs=-1, required=True, type=click.Path(path_type=Path, dir_okay=False))
+@click.option("--study", "study_name", default=None, help="Study whose cell's fold models are averaged.")
+@click.option("--cell", default=None, help="The cell (with --study), e.g. modality=av.")
+@click.option("--fold", type=click.IntRange(0), default=None, help="Only this fold's model (default: every fold).")
+@click.option("--run", "run_id", default=None, help="One unit's MLflow run id instead of --study/--cell.")
+@tracking_option
+@cache_option
+@click.option("--face-model", type=click.Path(path_type=Path, dir_okay=False, exists=True), default=None)
+@click.option("--csv", "fmt", flag_value="csv", help="One CSV row per clip.")
+@click.option("--json", "fmt", flag_value="json", help="One JSON object {model, clips}.")
+def predict(videos, study_name, cell, fold, run_id, tracking_uri, cache_dir, face_model, fmt) -> None:
+    """Emotion probabilities of each VIDEO from a cell's fold models (averaged) or one unit's run.
+
+    Exit 1 after printing every clip when any clip could not be predicted.
+    """
+    if (run_id is None) == (study_name is None):
+        raise click.UsageError("give either --run RUN_ID or --study NAME --cell CELL")
+    if study_name is not None and cell is None:
+        raise click.UsageError("--study needs --cell")
+    if run_id is not None and (cell is not None or fold is not None):
+        raise click.UsageError("--cell and --fold go with --study, not --run")
+    from fer.inference import find_unit_runs, load_models, model_info, predict_files, render
+    from fer.train.checkpoint import WeightsError
+    from fer.weights.resolver import MissingWeightsError
+
+    try:
+        runs = [run_id] if run_id else find_unit_runs(study_name, cell, tracking_uri, fold)
+        models = load_models(runs, tracking_uri, cache_dir)
+    except (MissingWeightsError, WeightsError) as exc:
+        _fail(exc, 2)
+    clips = predict_files(videos, models, face_model=face_model)
+    info = model_info(models, study=study_name, cell=cell, fold=fold)
+    click.echo(render(clips, models[0].labels, fmt or "table", info))
+    if any(c.error for c in clips):
+        sys.exit(1)
+
+
 if __name__ == "__main__":
     cli()
