@@ -25,6 +25,7 @@ passed; a part that cannot be exported raises ``ExportError`` naming it (``FERMo
 from __future__ import annotations
 
 import logging
+import re
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -236,5 +237,5 @@ def _output_shape(program) -> list[int]:
 
 
 def _first_line(exc: Exception | str) -> str:
-    text = str(exc).strip()
+    text = re.sub(r"\x1b\[[0-9;]*m", "", str(exc)).strip()  # the exporter colours its messages
     return text.splitlines()[0] if text else type(exc).__name__

@@ -107,3 +107,13 @@ def test_unexportable_part_is_named_and_nothing_written(part, tmp_path):
     with pytest.raises(ExportError, match=f"model part '{part}' \\(OpaqueInput\\) cannot be exported"):
         export_onnx(model, cfg, out)
     assert list(tmp_path.iterdir()) == []
+
+
+@pytest.mark.slow
+def test_random_roi_selection_is_named(tmp_path):
+    """``random`` draws its fixed evaluation subset from a fresh CPU generator inside forward,
+    which the ONNX decomposition refuses: the error names the ROI part."""
+    model, cfg = tiny_model(**{"model.modality": "visual", "model.visual.roi.selection": "random"})
+    with pytest.raises(ExportError, match="model part 'roi' \\(RoiCompression\\) cannot be exported to ONNX: [^\\x1b]+$"):
+        export_onnx(model, cfg, tmp_path / "model.onnx")
+    assert list(tmp_path.iterdir()) == []
