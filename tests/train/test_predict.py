@@ -15,17 +15,21 @@ import pytest
 from fer.labels import EMOTIONS
 
 
-@pytest.fixture(scope="module")
-def logged_test(recorded_run, synth_data):
-    """(video paths, logged probabilities (8,) per video) of four of the recorded unit's test clips."""
+def _logged(run, synth_data):
+    """(video paths, logged probabilities (8,) per video) of four of a recorded unit's test clips."""
     from fer.data.ravdess import index_clips
 
-    local = recorded_run.client.download_artifacts(recorded_run.run_id, "predictions_test.csv")
+    local = run.client.download_artifacts(run.run_id, "predictions_test.csv")
     with open(local) as fh:
         rows = list(csv.DictReader(fh))
     videos = {c.clip_id: c.video_path for c in index_clips(synth_data)}
     return ([videos[r["clip_id"]] for r in rows[:4]],
             [[float(r[f"p_{e}"]) for e in EMOTIONS] for r in rows[:4]])
+
+
+@pytest.fixture(scope="module")
+def logged_test(recorded_run, synth_data):
+    return _logged(recorded_run, synth_data)
 
 
 def _cli(*args):
@@ -69,6 +73,16 @@ def test_predict_run_reproduces_logged_test_predictions(recorded_run, logged_tes
         assert clip["error"] is None
         np.testing.assert_allclose([clip["probs"][e] for e in EMOTIONS], want, atol=1e-5, rtol=0)
         assert clip["pred"] == EMOTIONS[int(np.argmax(want))]
+
+
+def test_predict_reproduces_a_unit_trained_on_cached_features(recorded_cached_run, synth_data, tmp_path):
+    """That unit saw its frozen encoders' outputs as the feature cache stores them (float16)."""
+    videos, logged = _logged(recorded_cached_run, synth_data)
+    result = _cli(*videos, "--run", recorded_cached_run.run_id, "--tracking-uri",
+                  recorded_cached_run.client.tracking_uri, "--cache", tmp_path / "cache", "--json")
+    assert result.exit_code == 0, result.output
+    for want, clip in zip(logged, json.loads(result.stdout)["clips"]):
+        np.testing.assert_allclose([clip["probs"][e] for e in EMOTIONS], want, atol=1e-5, rtol=0)
 
 
 def test_renamed_copy_and_unusable_files(recorded_run, logged_test, tmp_path):
