@@ -547,5 +547,26 @@ def predict(videos, study_name, cell, fold, run_id, tracking_uri, cache_dir, fac
         sys.exit(1)
 
 
+@cli.command()
+@click.option("--run", "run_id", required=True, help="MLflow run id of a finished unit.")
+@click.option("--format", "fmt", type=click.Choice(["onnx"]), default="onnx", show_default=True)
+@click.option("--out", type=click.Path(path_type=Path, dir_okay=False), required=True)
+@tracking_option
+@cache_option
+def export(run_id, fmt, out, tracking_uri, cache_dir) -> None:
+    """A unit's model from prepared tensors (frames, keypoints, audio) to logits, parity-checked
+    against PyTorch before the file appears."""
+    from fer.export import ExportError, export_onnx
+    from fer.train.checkpoint import WeightsError, load_unit_model
+    from fer.weights.resolver import MissingWeightsError
+
+    try:
+        loaded = load_unit_model(run_id, tracking_uri, cache_dir)
+        summary = export_onnx(loaded.model, loaded.cfg, out)
+    except (MissingWeightsError, WeightsError, ExportError) as exc:
+        _fail(exc, 2 if not isinstance(exc, ExportError) else 1)
+    click.echo(json.dumps(summary, indent=2))
+
+
 if __name__ == "__main__":
     cli()
