@@ -99,6 +99,7 @@ ALTERNATIVES: dict[str, list[dict]] = {
     "train.num_workers": [{"train.num_workers": 2}],
     "train.eval_batch_size": [{"train.eval_batch_size": 4}],
     "train.memory_budget": [{"train.memory_budget": "8GB"}],
+    "train.save_weights": [{"train.save_weights": "all"}],  # what is kept after training
 }
 BASE = resolve_config("tiny")
 SETTINGS = sorted(set(flatten(BASE)) - {"preset"})  # the preset's name is not a setting of its own
