@@ -520,7 +520,9 @@ def demo(ctx, out, clips_per_class, max_epochs, study_workers) -> None:
 @click.option("--face-model", type=click.Path(path_type=Path, dir_okay=False, exists=True), default=None)
 @click.option("--csv", "fmt", flag_value="csv", help="One CSV row per clip.")
 @click.option("--json", "fmt", flag_value="json", help="One JSON object {model, clips}.")
-def predict(videos, study_name, cell, fold, run_id, tracking_uri, cache_dir, face_model, fmt) -> None:
+@click.option("--explain", "explain_dir", type=click.Path(path_type=Path, file_okay=False), default=None,
+              help="Also write one figure per clip (PNG and PDF) into this folder: what the model kept and weighted.")
+def predict(videos, study_name, cell, fold, run_id, tracking_uri, cache_dir, face_model, fmt, explain_dir) -> None:
     """Emotion probabilities of each VIDEO from a cell's fold models (averaged) or one unit's run.
 
     Exit 1 after printing every clip when any clip could not be predicted.
@@ -540,9 +542,14 @@ def predict(videos, study_name, cell, fold, run_id, tracking_uri, cache_dir, fac
         models = load_models(runs, tracking_uri, cache_dir)
     except (MissingWeightsError, WeightsError) as exc:
         _fail(exc, 2)
-    clips = predict_files(videos, models, face_model=face_model)
+    clips = predict_files(videos, models, face_model=face_model, explain=explain_dir is not None)
     info = model_info(models, study=study_name, cell=cell, fold=fold)
     click.echo(render(clips, models[0].labels, fmt or "table", info))
+    if explain_dir is not None:
+        from analysis.explain import write_explain_figures
+
+        written = write_explain_figures(clips, explain_dir, n_models=len(models))
+        click.echo(f"wrote {len(written)} explain files to {explain_dir}", err=True)
     if any(c.error for c in clips):
         sys.exit(1)
 

@@ -25,6 +25,7 @@ from pathlib import Path
 
 import numpy as np
 
+from fer.explain import Explanation, explain_clip
 from fer.train.checkpoint import LoadedModel, WeightsError, load_unit_model
 
 
@@ -35,6 +36,7 @@ class ClipPrediction:
     file: str
     probs: dict[str, float] | None
     error: str | None = None
+    explanation: Explanation | None = None  # with predict_files(explain=True): the first model's view
 
     @property
     def pred(self) -> str | None:
@@ -154,7 +156,7 @@ def _probabilities(loaded: LoadedModel, entries: list[Path], batch_size: int) ->
 
 
 def predict_files(paths: list[str | Path], models: list[LoadedModel], *, face_model: str | Path | None = None,
-                  batch_size: int = 8) -> list[ClipPrediction]:
+                  batch_size: int = 8, explain: bool = False) -> list[ClipPrediction]:
     """Emotion probabilities of every file, averaged over ``models`` (e.g. a cell's fold models).
 
     Args:
@@ -162,6 +164,7 @@ def predict_files(paths: list[str | Path], models: list[LoadedModel], *, face_mo
         models: loaded units reading the same inputs (``load_models``).
         face_model: BlazeFace file; None for ``fer.data.face_model.ensure_face_model``'s lookup.
         batch_size: clips per forward pass.
+        explain: also record, with the first model, what decided each clip (``fer.explain``).
 
     Returns:
         One ``ClipPrediction`` per path, in order: probabilities by emotion name, or an error.
@@ -174,8 +177,10 @@ def predict_files(paths: list[str | Path], models: list[LoadedModel], *, face_mo
         mean = None
         if order:
             mean = np.mean([_probabilities(m, [entries[i] for i in order], batch_size) for m in models], axis=0)
+        explained = {i: explain_clip(models[0], entries[i]) for i in order} if explain else {}
     probs = {i: {name: float(p) for name, p in zip(labels, mean[row])} for row, i in enumerate(order)}
-    return [ClipPrediction(file=str(path), probs=probs.get(i), error=errors.get(i)) for i, path in enumerate(paths)]
+    return [ClipPrediction(file=str(path), probs=probs.get(i), error=errors.get(i), explanation=explained.get(i))
+            for i, path in enumerate(paths)]
 
 
 def model_info(models: list[LoadedModel], **where) -> dict:

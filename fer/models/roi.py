@@ -142,8 +142,13 @@ class RoiCompression(nn.Module):
             score = score + self.beta * keypoint_prior(keypoints.float(), self.centres, self.sigma)  # (M, N)
         return score
 
-    def select(self, tokens: torch.Tensor, keypoints: torch.Tensor) -> torch.Tensor:
-        """(M, N, D) -> (M, k, D): the kept patches in raster order (straight-through weighted)."""
+    def choose(self, tokens: torch.Tensor, keypoints: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor | None]:
+        """(M, N, D) tokens, (M, 6, 2) keypoints -> which patches to keep.
+
+        Returns:
+            index (M, k) of the kept patches in raster order, and the straight-through weight
+            (M, N) (exactly 0 forward) when a learned score trains, else None.
+        """
         m, n = tokens.shape[:2]
         weight = None
         if self.mode.rule == "grid":
@@ -162,7 +167,11 @@ class RoiCompression(nn.Module):
                 soft = relaxed_topk(score, self.k, self.tau)  # (M, N)
                 weight = soft - soft.detach()  # exactly 0 forward; the gradient of the soft mask backward
             index = score.topk(self.k, dim=-1).indices
-        index = index.sort(dim=-1).values  # raster order
+        return index.sort(dim=-1).values, weight  # raster order
+
+    def select(self, tokens: torch.Tensor, keypoints: torch.Tensor) -> torch.Tensor:
+        """(M, N, D) -> (M, k, D): the kept patches in raster order (straight-through weighted)."""
+        index, weight = self.choose(tokens, keypoints)
         kept = tokens.gather(1, index[..., None].expand(-1, -1, tokens.shape[-1]))  # (M, k, D)
         if weight is not None:
             kept = kept * (1 + weight.gather(1, index)).to(kept.dtype)[..., None]  # straight-through: forward value unchanged
