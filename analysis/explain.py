@@ -103,10 +103,11 @@ def _audio(fig, spec, ex: Explanation) -> None:
     duration = len(ex.mel) * ex.mel_hop_s
     mel_ax.imshow(ex.mel.T, origin="lower", aspect="auto", cmap="viridis", extent=(0, duration, 0, ex.mel.shape[1]),
                   interpolation="nearest")
+    note = POOLING_NOTES.get(ex.pooling, ex.pooling)
+    mel_ax.set_title(f"audio log-mel; below: {note}, one line per segment", fontsize=7)
     mel_ax.set_ylabel("log-mel bin", fontsize=6)
     mel_ax.tick_params(labelsize=6, labelbottom=False)
-    note = POOLING_NOTES.get(ex.pooling, ex.pooling)
-    if ex.pooling_weights is None:
+    if ex.pooling_weights is None:  # max or learned-query pooling: say so instead of a flat line
         weight_ax.text(0.5, 0.5, note, ha="center", va="center", fontsize=6, transform=weight_ax.transAxes)
     else:
         times = (np.arange(ex.pooling_weights.shape[1]) + 0.5) * ex.audio_frame_s
@@ -114,7 +115,6 @@ def _audio(fig, spec, ex: Explanation) -> None:
             inside = weights > 0
             weight_ax.plot(times[inside], weights[inside], marker=".", markersize=2, linewidth=0.8, color=f"C{s % 10}")
         weight_ax.set_ylim(0, None)
-    weight_ax.set_title(note, fontsize=6, loc="left", pad=2)
     weight_ax.set_xlabel("time (s)", fontsize=6)
     weight_ax.tick_params(labelsize=6)
 

@@ -101,3 +101,23 @@ def test_kept_patches_are_the_tokens_the_model_passed_on(recorded_run, prepared_
     k = ex.kept.shape[1]
     for t, index in enumerate(ex.kept):
         torch.testing.assert_close(out[t, :k], tokens[t, torch.from_numpy(index)], rtol=0, atol=0)
+
+
+@pytest.mark.parametrize("pooling", ["max", "learnable"])
+def test_figure_of_a_model_without_frame_weights_or_visual_branch(pooling, tmp_path):
+    """An audio-only model with a pooling that has no frame weights still gets a figure, saying so."""
+    from analysis.explain import explain_figure
+    from analysis.files import save_figure
+    from fer.explain import POOLING_NOTES, Explanation
+
+    rng = np.random.default_rng(0)
+    ex = Explanation(frames=rng.integers(0, 255, (4, 32, 32, 3), dtype=np.uint8),
+                     keypoints=rng.uniform(0, 32, (4, 6, 2)).astype(np.float32),
+                     face_boxes=np.tile(np.float32([4, 4, 28, 28]), (4, 1)), face_detected=np.ones(4, bool),
+                     mel=rng.normal(size=(200, 80)).astype(np.float32), mel_hop_s=0.01, pooling=pooling,
+                     audio_frame_s=0.08)
+    fig = explain_figure(ex, {"happy": 0.7, "sad": 0.3}, "clip.mp4: happy")
+    texts = [t.get_text() for ax in fig.axes for t in ax.texts]
+    assert POOLING_NOTES[pooling] in texts
+    paths = save_figure(fig, tmp_path / "clip")
+    assert [p.name for p in paths] == ["clip.png", "clip.pdf"] and all(p.stat().st_size > 0 for p in paths)
