@@ -119,6 +119,13 @@ def _audio(fig, spec, ex: Explanation) -> None:
     weight_ax.tick_params(labelsize=6)
 
 
+def figure_title(clip, n_models: int) -> str:
+    """File, prediction and which model each panel shows (an ensemble's panels are its first model's)."""
+    models = ("one model" if n_models == 1 else
+              f"probabilities: mean of {n_models} models; ROI and pooling panels: first model")
+    return f"{Path(clip.file).name}: {clip.pred} ({clip.probs[clip.pred]:.2f}); {models}"
+
+
 def write_explain_figures(clips: list, out_dir: Path, n_models: int) -> list[Path]:
     """One figure (PNG and PDF) per predicted clip of ``fer.inference.predict_files(explain=True)``.
 
@@ -135,8 +142,6 @@ def write_explain_figures(clips: list, out_dir: Path, n_models: int) -> list[Pat
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
     written, used = [], set()
-    models = ("one model" if n_models == 1 else
-              f"probabilities: mean of {n_models} models; ROI and pooling panels: first model")
     for clip in clips:
         if clip.explanation is None:
             continue
@@ -146,6 +151,5 @@ def write_explain_figures(clips: list, out_dir: Path, n_models: int) -> list[Pat
             n += 1
             name = f"{stem}_{n}"
         used.add(name)
-        title = f"{Path(clip.file).name}: {clip.pred} ({clip.probs[clip.pred]:.2f}); {models}"
-        written += save_figure(explain_figure(clip.explanation, clip.probs, title), out_dir / name)
+        written += save_figure(explain_figure(clip.explanation, clip.probs, figure_title(clip, n_models)), out_dir / name)
     return written

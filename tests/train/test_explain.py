@@ -121,3 +121,13 @@ def test_figure_of_a_model_without_frame_weights_or_visual_branch(pooling, tmp_p
     assert POOLING_NOTES[pooling] in texts
     paths = save_figure(fig, tmp_path / "clip")
     assert [p.name for p in paths] == ["clip.png", "clip.pdf"] and all(p.stat().st_size > 0 for p in paths)
+
+
+def test_title_says_an_ensembles_panels_are_the_first_models():
+    from analysis.explain import figure_title
+    from fer.inference import ClipPrediction
+
+    clip = ClipPrediction(file="/x/talk.mkv", probs={"happy": 0.75, "sad": 0.25})
+    assert figure_title(clip, 1) == "talk.mkv: happy (0.75); one model"
+    assert figure_title(clip, 3) == ("talk.mkv: happy (0.75); probabilities: mean of 3 models; "
+                                     "ROI and pooling panels: first model")
