@@ -4,8 +4,8 @@
 
 Each preset's model is built with ``model.random_weights=true`` (its exact architecture, no
 checkpoint read; ``fer.models.model.build_model``) and runs the per-clip path of
-``fer.inference.predict_files``: ``_prepare`` (PyAV decode of the sampled frames and the audio,
-BlazeFace, crop, entry write) and ``_probabilities`` (the dataset's evaluation item and the loop's
+``fer.inference.predict_files``: ``prepare_inputs`` (PyAV decode of the sampled frames and the audio,
+BlazeFace, crop, entry write) and ``model_probabilities`` (the dataset's evaluation item and the loop's
 ``evaluate`` under the preset's precision), one clip at a time. The clips are synthetic
 (``fer.data.synth.generate``): 2 s at 15 fps, 224 px frames. One warm-up clip per preset is not
 counted; the figures are medians over the clips.
@@ -23,7 +23,7 @@ import torch
 
 from fer.config import resolve_config
 from fer.data.synth import generate
-from fer.inference import _prepare, _probabilities
+from fer.inference import model_probabilities, prepare_inputs
 from fer.labels import EMOTIONS
 from fer.models.model import build_model
 from fer.train.checkpoint import LoadedModel
@@ -41,11 +41,11 @@ def time_preset(preset: str, videos: list[Path], work: Path) -> dict:
         folder = work / f"{preset}-{i}"
         folder.mkdir()
         t0 = time.perf_counter()
-        entries, errors = _prepare([video], cfg, folder, None)
+        entries, errors = prepare_inputs([video], cfg, folder, None)
         t1 = time.perf_counter()
         if errors:
             raise SystemExit(f"{video}: {errors[0]}")
-        _probabilities(loaded, [entries[0]], batch_size=1)
+        model_probabilities(loaded, [entries[0]], batch_size=1)
         t2 = time.perf_counter()
         if i:  # clip 0 warms up PyAV, BlazeFace and the model
             prepare.append(t1 - t0)

@@ -100,7 +100,7 @@ def _silence(folder: Path, sample_rate: int) -> Path:
     return path
 
 
-def _prepare(paths: list[Path], cfg, folder: Path, face_model) -> tuple[dict[int, Path], dict[int, str]]:
+def prepare_inputs(paths: list[Path], cfg, folder: Path, face_model) -> tuple[dict[int, Path], dict[int, str]]:
     """Each file through ``prepare_clip`` into an entry under ``folder``: (entries, errors) by index."""
     from fer.data.cache import save_entry
     from fer.data.decode import DecodeError
@@ -136,7 +136,7 @@ def _prepare(paths: list[Path], cfg, folder: Path, face_model) -> tuple[dict[int
     return entries, errors
 
 
-def _probabilities(loaded: LoadedModel, entries: list[Path], batch_size: int) -> np.ndarray:
+def model_probabilities(loaded: LoadedModel, entries: list[Path], batch_size: int) -> np.ndarray:
     """(N, 8) softmax probabilities of one model, as its unit evaluated clips."""
     import torch
 
@@ -172,11 +172,11 @@ def predict_files(paths: list[str | Path], models: list[LoadedModel], *, face_mo
     paths = [Path(p) for p in paths]
     labels = models[0].labels
     with tempfile.TemporaryDirectory(prefix="fer-predict-") as tmp:
-        entries, errors = _prepare(paths, models[0].cfg, Path(tmp), face_model)
+        entries, errors = prepare_inputs(paths, models[0].cfg, Path(tmp), face_model)
         order = sorted(entries)
         mean = None
         if order:
-            mean = np.mean([_probabilities(m, [entries[i] for i in order], batch_size) for m in models], axis=0)
+            mean = np.mean([model_probabilities(m, [entries[i] for i in order], batch_size) for m in models], axis=0)
         explained = {i: explain_clip(models[0], entries[i]) for i in order} if explain else {}
     probs = {i: {name: float(p) for name, p in zip(labels, mean[row])} for row, i in enumerate(order)}
     return [ClipPrediction(file=str(path), probs=probs.get(i), error=errors.get(i), explanation=explained.get(i))
