@@ -506,6 +506,10 @@ def demo(ctx, out, clips_per_class, max_epochs, study_workers) -> None:
         files = _study_report(spec, steps.STUDY, tracking_uri=paths.tracking, out_dir=paths.report,
                               metric="test/uar", note=steps.NOTE)
     click.echo(f"wrote {len(files)} files to {paths.report}")
+    examples = steps.example_clips(paths)
+    if examples:  # a data set whose fold 0 tests no clip has nothing to show
+        ctx.invoke(predict, videos=examples, study_name=steps.STUDY, cell=steps.EXAMPLE_CELL, fold=steps.EXAMPLE_FOLD,
+                   tracking_uri=paths.tracking, cache_dir=paths.cache, explain_dir=paths.explain)
     click.echo(paths.summary())
 
 

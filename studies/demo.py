@@ -1,6 +1,7 @@
 """``python runner.py demo``: the main job end to end on synthetic data, on CPU cores.
 
     synth (once) -> prepare -> folds -> N workers sharing study ``modality`` -> (report)
+    -> (predict --explain on two test clips of fold 0 with the audio-visual cell's model)
 
 Everything lands under one folder (``DemoPaths``). The workers are ``runner.py study``
 subprocesses on one ledger, each claiming the next unit, as on a real machine; each gets one CPU
@@ -57,11 +58,16 @@ class DemoPaths:
     def report(self) -> Path:
         return self.out / "reports" / STUDY
 
+    @property
+    def explain(self) -> Path:
+        return self.out / "explain"
+
     def summary(self) -> str:
         """Where to look once the demo has finished."""
         return (f"\ndemo finished. data: {self.data}  cache: {self.cache}\n"
                 f"MLflow: python runner.py ui --tracking-uri {self.tracking}\n"
-                f"report: {self.report / 'README.md'}")
+                f"report: {self.report / 'README.md'}\n"
+                f"explain figures: {self.explain}")
 
 
 def prepare_data(paths: DemoPaths, *, clips_per_class: int, echo: Callable[[str], None] = print) -> None:
@@ -99,3 +105,22 @@ def run_workers(paths: DemoPaths, *, ablations: Path, max_epochs: int, workers: 
     env = {**os.environ, **WORKER_ENV}
     procs = [subprocess.Popen(cmd, env=env) for _ in range(workers)]
     return [p.wait() for p in procs]
+
+
+EXAMPLE_CELL, EXAMPLE_FOLD = "modality=av", 0
+
+
+def example_clips(paths: DemoPaths, n: int = 2) -> list[Path]:
+    """``n`` videos of fold 0's test actors, each of another emotion: clips the fold-0 model of
+    ``EXAMPLE_CELL`` never saw in training or selection, for ``predict --explain``."""
+    from fer.config import resolve_config
+    from fer.data.folds import folds_summary
+    from fer.data.ravdess import index_clips
+
+    protocol = resolve_config(PRESET).data.protocol
+    test = set(folds_summary(paths.data, protocol, VOCAL_CHANNEL)["folds"][EXAMPLE_FOLD]["test"])
+    picked: dict[int, Path] = {}
+    for clip in index_clips(paths.data):
+        if clip.actor in test and clip.emotion not in picked and clip.video_path is not None:
+            picked[clip.emotion] = clip.video_path
+    return list(picked.values())[:n]

@@ -84,6 +84,8 @@ def demo_ws(tmp_path, monkeypatch):
 
     monkeypatch.setattr(demo, "prepare_data", lambda paths, **kw: calls["prepare"].append((paths, kw)))
     monkeypatch.setattr(demo, "run_workers", run_workers)
+    # The stand-in units keep no model: the predict step is skipped (no example clips).
+    monkeypatch.setattr(demo, "example_clips", lambda paths: calls.setdefault("examples", []).append(paths) or [])
     return tmp_path, calls
 
 
@@ -99,7 +101,21 @@ def test_demo_command_trains_through_workers_then_reports(demo_ws):
     readme = (ws / "demo" / "reports" / "modality" / "README.md").read_text()
     assert f"> **{demo.NOTE}**" in readme and "MLflow tracking URI: `sqlite:///demo/mlflow.db`" in readme
     assert "reference cell: `modality=av`" in readme
-    assert result.output.rstrip().endswith("report: demo/reports/modality/README.md")
+    assert calls["examples"] == [demo.DemoPaths(Path("demo"))]
+    assert result.output.rstrip().endswith("report: demo/reports/modality/README.md\nexplain figures: demo/explain")
+
+
+def test_example_clips_are_fold_0_test_clips_of_distinct_emotions(tmp_path):
+    """Fold 0 of ravdess-6fold tests actors 1-4: the examples come from them, one emotion each."""
+    paths = demo.DemoPaths(tmp_path)
+    for actor in range(1, 25):
+        folder = paths.data / f"Actor_{actor:02d}"
+        folder.mkdir(parents=True)
+        for emotion in (1, 3):
+            for statement in (1, 2):
+                (folder / f"01-01-{emotion:02d}-01-{statement:02d}-01-{actor:02d}.mp4").write_bytes(b"")
+    picked = demo.example_clips(paths)
+    assert [p.name for p in picked] == ["01-01-01-01-01-01-01.mp4", "01-01-03-01-01-01-01.mp4"]
 
 
 def test_demo_command_exit_codes(demo_ws, monkeypatch):
