@@ -446,8 +446,11 @@ def _study_report(spec, name: str, **kwargs) -> list[Path]:
 @click.option("--storage", default=DEFAULT_STORAGE, show_default=True, help="Optuna storage (searches).")
 @click.option("--metric", default="test/uar", show_default=True)
 @click.option("--note", default=None, help="A line for the top of the report's README.")
+@cache_option
+@click.option("--face-model", type=click.Path(path_type=Path, dir_okay=False, exists=True), default=None,
+              help="Face detector of the cache key, for the ROI figures of a study varying model.visual.roi.*.")
 @click.pass_context
-def report(ctx, name, out_dir, tracking_uri, storage, metric, note) -> None:
+def report(ctx, name, out_dir, tracking_uri, storage, metric, note, cache_dir, face_model) -> None:
     """Tables, figures and confusion matrices of study NAME (or search NAME) from MLflow alone."""
     spec = _ablations(ctx)
     out_dir = out_dir or Path("reports") / name
@@ -460,7 +463,8 @@ def report(ctx, name, out_dir, tracking_uri, storage, metric, note) -> None:
 
             files = write_search_report(storage, f"search:{name}", out_dir=out_dir, command=_command())
         else:
-            files = _study_report(spec, name, tracking_uri=tracking_uri, out_dir=out_dir, metric=metric, note=note)
+            files = _study_report(spec, name, tracking_uri=tracking_uri, out_dir=out_dir, metric=metric, note=note,
+                                  cache_dir=cache_dir, face_model=face_model)
     click.echo(f"wrote {len(files)} files to {out_dir}")
 
 

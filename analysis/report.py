@@ -18,6 +18,7 @@ import pandas as pd
 from analysis.figures import confusion_figure, metric_figure, recall_heatmap
 from analysis.files import redact_uri, safe_name, save_figure, write_text
 from analysis.load import ReportError, load_confusions, load_study_runs
+from analysis.roi import roi_selection_counts, varies_roi, write_roi_figures
 from analysis.stats import cells_in_order, finished, per_class_recall, row_normalise
 from analysis.tables import (CSV_FLOAT, reference_cell, render_csv, render_latex, render_markdown, slug,
                              study_table, table_caption)
@@ -60,7 +61,8 @@ def _readme(units: pd.DataFrame, files: list[tuple[Path, str]], out_dir: Path, *
 
 def write_study_report(study: str, *, tracking_uri: str, out_dir: Path, metric: str = "test/uar",
                        reference: str | None = None, command: str | None = None,
-                       cell_order: Sequence[str] | None = None, note: str | None = None) -> list[Path]:
+                       cell_order: Sequence[str] | None = None, note: str | None = None,
+                       cache_dir: Path | None = None, face_model: Path | None = None) -> list[Path]:
     """Write tables, figures, confusion matrices and a README for one study into ``out_dir``.
 
     Args:
@@ -73,6 +75,9 @@ def write_study_report(study: str, *, tracking_uri: str, out_dir: Path, metric: 
             equivalent ``runner.py report`` line).
         cell_order: declared cell order (default: sorted by axis values).
         note: a line shown at the top of the README, e.g. that the data are synthetic.
+        cache_dir: the prepared-clip cache; given, a study whose axes vary ``model.visual.roi.*``
+            also gets ROI selection frequency figures (the stored fold models on their test clips).
+        face_model: the face detector file of the cache key (None: the usual lookup).
 
     Returns:
         Every written path, README.md last.
@@ -88,6 +93,8 @@ def write_study_report(study: str, *, tracking_uri: str, out_dir: Path, metric: 
     finished(units, metric)  # raises on an unknown metric before anything is written
     reference = reference_cell(units, reference)
     confusions = load_confusions(units, tracking_uri)  # a bad artifact fails before any file is written
+    roi = (roi_selection_counts(units, tracking_uri, cache_dir, face_model)
+           if cache_dir is not None and varies_roi(units) else {})
     metrics = list(dict.fromkeys([metric, *TABLE_METRICS]))
     files: list[tuple[Path, str]] = []
 
@@ -120,6 +127,8 @@ def write_study_report(study: str, *, tracking_uri: str, out_dir: Path, metric: 
         add(write_text(stem.with_name(f"{stem.name}.csv"), _csv(row_normalise(counts), 4)),
             f"cell `{cell}`: row-normalised test confusion matrix")
         add(save_figure(confusion_figure(counts, cell), stem), f"cell `{cell}`: row-normalised confusion matrix")
+
+    files.extend(write_roi_figures(roi, out_dir / "roi"))
 
     if command is None:
         command = shlex.join(["python", "runner.py", "report", study, "--out", str(out_dir),
