@@ -449,8 +449,10 @@ def _study_report(spec, name: str, **kwargs) -> list[Path]:
 @cache_option
 @click.option("--face-model", type=click.Path(path_type=Path, dir_okay=False, exists=True), default=None,
               help="Face detector of the cache key, for the ROI figures of a study varying model.visual.roi.*.")
+@click.option("--examples", type=click.IntRange(0), default=0, show_default=True,
+              help="Per cell, N test clips it and the reference cell label differently, with explain figures.")
 @click.pass_context
-def report(ctx, name, out_dir, tracking_uri, storage, metric, note, cache_dir, face_model) -> None:
+def report(ctx, name, out_dir, tracking_uri, storage, metric, note, cache_dir, face_model, examples) -> None:
     """Tables, figures and confusion matrices of study NAME (or search NAME) from MLflow alone."""
     spec = _ablations(ctx)
     out_dir = out_dir or Path("reports") / name
@@ -464,7 +466,7 @@ def report(ctx, name, out_dir, tracking_uri, storage, metric, note, cache_dir, f
             files = write_search_report(storage, f"search:{name}", out_dir=out_dir, command=_command())
         else:
             files = _study_report(spec, name, tracking_uri=tracking_uri, out_dir=out_dir, metric=metric, note=note,
-                                  cache_dir=cache_dir, face_model=face_model)
+                                  cache_dir=cache_dir, face_model=face_model, examples=examples)
     click.echo(f"wrote {len(files)} files to {out_dir}")
 
 

@@ -15,6 +15,7 @@ from pathlib import Path
 
 import pandas as pd
 
+from analysis.examples import find_disagreements, write_examples
 from analysis.figures import confusion_figure, metric_figure, recall_heatmap
 from analysis.files import redact_uri, safe_name, save_figure, write_text
 from analysis.load import ReportError, load_confusions, load_study_runs
@@ -62,7 +63,8 @@ def _readme(units: pd.DataFrame, files: list[tuple[Path, str]], out_dir: Path, *
 def write_study_report(study: str, *, tracking_uri: str, out_dir: Path, metric: str = "test/uar",
                        reference: str | None = None, command: str | None = None,
                        cell_order: Sequence[str] | None = None, note: str | None = None,
-                       cache_dir: Path | None = None, face_model: Path | None = None) -> list[Path]:
+                       cache_dir: Path | None = None, face_model: Path | None = None,
+                       examples: int = 0) -> list[Path]:
     """Write tables, figures, confusion matrices and a README for one study into ``out_dir``.
 
     Args:
@@ -78,6 +80,8 @@ def write_study_report(study: str, *, tracking_uri: str, out_dir: Path, metric: 
         cache_dir: the prepared-clip cache; given, a study whose axes vary ``model.visual.roi.*``
             also gets ROI selection frequency figures (the stored fold models on their test clips).
         face_model: the face detector file of the cache key (None: the usual lookup).
+        examples: per cell but the reference, this many test clips on which the cell and the
+            reference cell disagree (same fold and seed), with explain figures; needs ``cache_dir``.
 
     Returns:
         Every written path, README.md last.
@@ -95,6 +99,9 @@ def write_study_report(study: str, *, tracking_uri: str, out_dir: Path, metric: 
     confusions = load_confusions(units, tracking_uri)  # a bad artifact fails before any file is written
     roi = (roi_selection_counts(units, tracking_uri, cache_dir, face_model)
            if cache_dir is not None and varies_roi(units) else {})
+    if examples and cache_dir is None:
+        raise ReportError("examples need the prepared-clip cache (cache_dir) to draw their explain figures")
+    disagreements = find_disagreements(units, reference, tracking_uri, examples) if examples else {}
     metrics = list(dict.fromkeys([metric, *TABLE_METRICS]))
     files: list[tuple[Path, str]] = []
 
@@ -129,6 +136,9 @@ def write_study_report(study: str, *, tracking_uri: str, out_dir: Path, metric: 
         add(save_figure(confusion_figure(counts, cell), stem), f"cell `{cell}`: row-normalised confusion matrix")
 
     files.extend(write_roi_figures(roi, out_dir / "roi"))
+    if disagreements:
+        files.extend(write_examples(disagreements, reference, tracking_uri, cache_dir, out_dir / "examples",
+                                    face_model))
 
     if command is None:
         command = shlex.join(["python", "runner.py", "report", study, "--out", str(out_dir),

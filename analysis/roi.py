@@ -56,7 +56,12 @@ def varies_roi(units: pd.DataFrame) -> bool:
     return any(path.startswith(ROI_PREFIX) for path in units.attrs.get("axes", {}).values())
 
 
-def _test_clips(row, tracking_uri: str, tmp: Path) -> list[str]:
+def read_predictions(row, tracking_uri: str, tmp: Path) -> pd.DataFrame:
+    """One unit's ``predictions_test.csv`` (a ``load_study_runs`` row), clip ids as strings.
+
+    Raises:
+        ReportError: the artifact is missing, unreadable or has no ``clip_id`` column.
+    """
     from mlflow.artifacts import download_artifacts
     from mlflow.exceptions import MlflowException
 
@@ -71,7 +76,22 @@ def _test_clips(row, tracking_uri: str, tmp: Path) -> list[str]:
                           f"{PREDICTIONS_ARTIFACT} ({exc})") from None
     if "clip_id" not in frame:
         raise ReportError(f"run {row.run_id}: {PREDICTIONS_ARTIFACT} has no clip_id column")
-    return frame["clip_id"].tolist()
+    return frame
+
+
+def cache_key(loaded, run_id: str, face_model: str | Path | None) -> str:
+    """The prepared-clip cache key of a loaded unit's data settings (``fer.data.prepare``).
+
+    Raises:
+        ReportError: the face detector of the key cannot be found or differs from the one named.
+    """
+    from fer.data.prepare import PrepareSettings, resolve_settings
+
+    try:
+        settings, _ = resolve_settings(PrepareSettings.from_data_config(loaded.cfg.data), face_model)
+    except (ValueError, OSError) as exc:
+        raise ReportError(f"run {run_id}: cannot find its prepared clips' cache key ({exc})") from None
+    return settings.key()
 
 
 def roi_selection_counts(units: pd.DataFrame, tracking_uri: str, cache_dir: str | Path,
@@ -93,7 +113,6 @@ def roi_selection_counts(units: pd.DataFrame, tracking_uri: str, cache_dir: str 
         ReportError: a unit's test predictions cannot be read.
     """
     from fer.data.cache import entry_path
-    from fer.data.prepare import PrepareSettings, resolve_settings
     from fer.explain import explain_clip
     from fer.train.checkpoint import WeightsError, load_unit_model
 
@@ -109,15 +128,12 @@ def roi_selection_counts(units: pd.DataFrame, tracking_uri: str, cache_dir: str 
                 continue
             if loaded.model.roi is None:
                 continue
-            try:
-                settings, _ = resolve_settings(PrepareSettings.from_data_config(loaded.cfg.data), face_model)
-            except (ValueError, OSError) as exc:
-                raise ReportError(f"run {row.run_id}: cannot find its prepared clips' cache key ({exc})") from None
+            key = cache_key(loaded, row.run_id, face_model)
             h, w = loaded.model.visual_encoder.grid
             cell = out.setdefault(row.cell, RoiCounts(counts=np.zeros((h, w), dtype=np.int64)))
             cell.folds = tuple(sorted({*cell.folds, int(row.fold)}))
-            for clip_id in _test_clips(row, tracking_uri, Path(tmp)):
-                entry = entry_path(Path(cache_dir), settings.key(), clip_id)
+            for clip_id in read_predictions(row, tracking_uri, Path(tmp))["clip_id"]:
+                entry = entry_path(Path(cache_dir), key, clip_id)
                 if not entry.is_file():
                     cell.missing_clips += 1
                     continue

@@ -62,14 +62,21 @@ def test_roi_figures_count_kept_patches(tmp_path, monkeypatch):
     exp = client.get_experiment_by_name("roi-k")
     runs = client.search_runs([exp.experiment_id], filter_string="tags.kind = 'unit'")
     clips = {cell: 0 for cell in CELLS}
+    preds = {}
     for r in runs:
-        preds = pd.read_csv(client.download_artifacts(r.info.run_id, "predictions_test.csv", str(tmp_path)))
-        clips[r.data.tags["cell"]] += len(preds)
+        dst = tmp_path / "artifacts" / r.info.run_id
+        dst.mkdir(parents=True)
+        frame = pd.read_csv(client.download_artifacts(r.info.run_id, "predictions_test.csv", str(dst)), dtype=str)
+        clips[r.data.tags["cell"]] += len(frame)
+        preds[r.data.tags["cell"], r.data.tags["fold"]] = frame.set_index("clip_id")["pred"]
     assert all(n > 0 for n in clips.values())
+    # Clips k=8 and the reference k=16 label differently, fold by fold, in clip order.
+    differ = [(int(fold), clip) for fold in ("0", "1") for clip in sorted(preds["k=8", fold].index)
+              if preds["k=8", fold][clip] != preds["k=16", fold][clip]]
 
     out = tmp_path / "report"
     files = write_study_report("roi-k", tracking_uri=tracking, out_dir=out, reference="k=16",
-                               cell_order=list(CELLS), cache_dir=cache)
+                               cell_order=list(CELLS), cache_dir=cache, examples=2)
     readme = (out / "README.md").read_text()
     for cell, k in CELLS.items():
         for suffix in (".png", ".pdf", "_counts.csv"):
@@ -82,6 +89,14 @@ def test_roi_figures_count_kept_patches(tmp_path, monkeypatch):
         assert counts.sum() == k * FRAMES * clips[cell]
         assert counts.max() <= FRAMES * clips[cell]
         assert np.count_nonzero(counts) >= k
+
+    listed = pd.read_csv(out / "examples" / "k=8.csv", dtype={"clip_id": str, "note": str})
+    assert list(zip(listed["fold"], listed["clip_id"])) == differ[:2]
+    assert (listed["pred"] != listed["reference_pred"]).all() and listed["note"].isna().all()
+    for clip in listed["clip_id"]:
+        assert (out / "examples" / "k=8" / f"{clip}.png").stat().st_size > 0
+        assert f"(examples/k=8/{clip}.pdf)" in readme
+    assert not (out / "examples" / "k=16.csv").exists()  # the reference is not compared with itself
 
     # A clip whose prepared entry is gone is skipped and counted, not an error.
     for entry in sorted(cache.glob("prepared/*/*.npz"))[:1]:
