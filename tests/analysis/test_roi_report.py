@@ -73,6 +73,7 @@ def test_roi_figures_count_kept_patches(tmp_path, monkeypatch):
     # Clips k=8 and the reference k=16 label differently, fold by fold, in clip order.
     differ = [(int(fold), clip) for fold in ("0", "1") for clip in sorted(preds["k=8", fold].index)
               if preds["k=8", fold][clip] != preds["k=16", fold][clip]]
+    assert differ, "the two cells should disagree somewhere for the examples to be checked"
 
     out = tmp_path / "report"
     files = write_study_report("roi-k", tracking_uri=tracking, out_dir=out, reference="k=16",
