@@ -40,7 +40,8 @@ class Disagreement:
     probs: dict[str, float]
 
 
-def find_disagreements(units: pd.DataFrame, reference: str, tracking_uri: str, n: int) -> dict[str, list[Disagreement]]:
+def find_disagreements(units: pd.DataFrame, reference: str, tracking_uri: str,
+                       n: int) -> dict[str, list[Disagreement]]:
     """The first ``n`` disagreements of every non-reference cell with ``reference``.
 
     Args:
@@ -124,9 +125,10 @@ def write_examples(examples: dict[str, list[Disagreement]], reference: str, trac
                     title = (f"{cell}, fold {ex.fold}, seed {ex.seed}: clip {ex.clip_id}, true {ex.label}; "
                              f"predicted {ex.pred}, reference {reference}: {ex.reference_pred}")
                     stem = Path(folder) / safe_name(cell) / safe_name(ex.clip_id)
+                    fig = explain_figure(explain_clip(model, entry), ex.probs, title)
                     figures.extend((p, f"cell `{cell}`: explain figure of test clip {ex.clip_id} (fold {ex.fold}), "
-                                     f"predicted {ex.pred}, reference {ex.reference_pred}")
-                                 for p in save_figure(explain_figure(explain_clip(model, entry), ex.probs, title), stem))
+                                       f"predicted {ex.pred}, reference {ex.reference_pred}")
+                                   for p in save_figure(fig, stem))
             rows.append({"clip_id": ex.clip_id, "fold": ex.fold, "seed": ex.seed, "label": ex.label, "pred": ex.pred,
                          "reference_pred": ex.reference_pred, "run_id": ex.run_id, "note": note})
         table = pd.DataFrame(rows, columns=["clip_id", "fold", "seed", "label", "pred", "reference_pred", "run_id",

@@ -23,7 +23,8 @@ def test_study_not_varying_roi_writes_no_roi_figure(mlflow_store, tmp_path):
     plain = write_study_report("modality", tracking_uri=mlflow_store.uri, out_dir=tmp_path / "plain", command="c")
     with_cache = write_study_report("modality", tracking_uri=mlflow_store.uri, out_dir=tmp_path / "cached",
                                     cache_dir=tmp_path / "cache", command="c")
-    assert [p.relative_to(tmp_path / "cached") for p in with_cache] == [p.relative_to(tmp_path / "plain") for p in plain]
+    relative = [p.relative_to(tmp_path / "plain") for p in plain]
+    assert [p.relative_to(tmp_path / "cached") for p in with_cache] == relative
     assert not (tmp_path / "cached" / "roi").exists()
     assert (tmp_path / "cached" / "README.md").read_bytes() == (tmp_path / "plain" / "README.md").read_bytes()
 
