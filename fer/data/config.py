@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Literal
 
-from pydantic import BaseModel, ConfigDict
+from pydantic import BaseModel, ConfigDict, model_serializer
 
 
 class AugmentConfig(BaseModel):
@@ -33,6 +33,7 @@ class DataConfig(BaseModel):
 
     model_config = ConfigDict(extra="forbid")
 
+    dataset: Literal["ravdess", "crema-d"] = "ravdess"  # the corpus; its label set is fer.labels.emotions
     protocol: str = "ravdess-6fold"
     vocal_channel: Literal["speech", "song", "both"] = "speech"
     frames: int = 16  # T frames sampled evenly over the clip
@@ -42,3 +43,12 @@ class DataConfig(BaseModel):
     mean: tuple[float, float, float] = (0.5, 0.5, 0.5)  # visual encoder normalisation
     std: tuple[float, float, float] = (0.5, 0.5, 0.5)
     augment: AugmentConfig = AugmentConfig()
+
+    @model_serializer(mode="wrap")
+    def _omit_default_dataset(self, handler):
+        # RAVDESS, the default, is left out of dumps, so the unit keys and feature-cache keys of
+        # RAVDESS runs (hashes of the dumped config) stay what they were before the field existed.
+        out = handler(self)
+        if self.dataset == "ravdess":
+            out.pop("dataset", None)
+        return out
