@@ -30,6 +30,8 @@ cache_option = click.option("--cache", "cache_dir", type=click.Path(path_type=Pa
                             show_default="$FER_CACHE_DIR or ~/.cache/fer")
 tracking_option = click.option("--tracking-uri", default=DEFAULT_TRACKING,
                                show_default="$MLFLOW_TRACKING_URI or sqlite:///mlflow.db")
+dataset_option = click.option("--dataset", type=click.Choice(["ravdess", "crema-d"]), default="ravdess",
+                              show_default=True, help="Which corpus the folder holds (data.dataset).")
 vocal_channel_option = click.option("--vocal-channel", type=click.Choice(["speech", "song", "both"]),
                                     default="speech", show_default=True)
 # study and tune
@@ -62,7 +64,7 @@ def _bad_input():
             click.echo(f"error: {prefix}{path}: {msg}", err=True)
         sys.exit(2)
     except StudyError as exc:
-        raise click.UsageError(str(exc)) from None
+        _fail(exc, 2)
 
 
 @contextlib.contextmanager
@@ -124,9 +126,15 @@ def _command() -> str:
 @click.group(context_settings={"help_option_names": ["-h", "--help"]})
 @click.option("--ablations", type=click.Path(path_type=Path, dir_okay=False), default=DEFAULT_ABLATIONS,
               show_default="ablations.yaml beside runner.py", help="The declared studies and searches.")
+@click.option("-v", "--verbose", is_flag=True,
+              help="Show native and library log lines (MediaPipe, transformers notices) on stderr.")
 @click.pass_context
-def cli(ctx, ablations) -> None:
+def cli(ctx, ablations, verbose) -> None:
     """fer: ablation studies for audio-visual emotion recognition on RAVDESS."""
+    from fer.verbosity import set_verbose
+
+    if verbose:  # else $FER_VERBOSE decides
+        set_verbose(True)
     ctx.obj = {"ablations": ablations}
 
 
@@ -154,18 +162,21 @@ def synth(out, actors, clips_per_class, seconds, fps, size, seed) -> None:
 
 @cli.command()
 @click.option("--data-root", type=click.Path(path_type=Path, exists=True, file_okay=False), required=True)
-@click.option("--protocol", default="ravdess-6fold", show_default=True)
+@dataset_option
+@click.option("--protocol", default=None, show_default="the dataset's: ravdess-6fold, crema-d-5fold")
 @vocal_channel_option
 @click.option("--json", "as_json", is_flag=True, help="Print one JSON object.")
-def folds(data_root, protocol, vocal_channel, as_json) -> None:
-    """Index a RAVDESS folder from file names and print the speaker-independent folds."""
+def folds(data_root, dataset, protocol, vocal_channel, as_json) -> None:
+    """Index a dataset folder from file names and print the speaker-independent folds."""
     from fer.data.folds import folds_summary, render_folds
     from fer.data.protocols import ProtocolError
 
     try:
-        summary = folds_summary(data_root, protocol, vocal_channel)
+        summary = folds_summary(data_root, protocol, vocal_channel, dataset)
     except ProtocolError as exc:
         raise click.BadParameter(str(exc), param_hint="--protocol") from None
+    except ValueError as exc:  # CREMA-D's demographics or summary table (named), a vocal channel it lacks
+        _fail(exc, 2)
     if as_json:
         click.echo(json.dumps(summary))
     else:
@@ -181,10 +192,11 @@ def folds(data_root, protocol, vocal_channel, as_json) -> None:
 @click.option("--size", type=click.IntRange(16, 1024), default=224, show_default=True)
 @click.option("--audio-seconds", type=click.FloatRange(0.1, 30), default=3.0, show_default=True)
 @vocal_channel_option
+@dataset_option
 @click.option("--face-model", type=click.Path(path_type=Path, dir_okay=False), default=None,
               help="BlazeFace .tflite (default: $FER_FACE_MODEL, the cache, then download).")
 @click.option("--strict", is_flag=True, help="Exit 1 when any clip was skipped or flagged.")
-def prepare(data_root, cache_dir, workers, frames, size, audio_seconds, vocal_channel, face_model,
+def prepare(data_root, cache_dir, workers, frames, size, audio_seconds, vocal_channel, dataset, face_model,
             strict) -> None:
     """Decode, crop faces and resample audio for every clip, into the prepared-clip cache."""
     from fer.data.face_model import FaceModelError
@@ -193,7 +205,7 @@ def prepare(data_root, cache_dir, workers, frames, size, audio_seconds, vocal_ch
     settings = PrepareSettings(frames=frames, size=size, audio_seconds=audio_seconds)
     try:
         report = run_prepare(data_root, cache_dir, settings, workers=workers,
-                             vocal_channel=vocal_channel, face_model=face_model)
+                             vocal_channel=vocal_channel, face_model=face_model, dataset=dataset)
     except FaceModelError as exc:
         _fail(exc, 2)
     if strict and (report["skipped"] or report["flagged"]):
@@ -265,18 +277,23 @@ def study(ctx, name, data_root, cache_dir, folds_text, seeds_text, preset, assig
         if memory_budget is not None:
             overrides["train.memory_budget"] = memory_budget
         opts = RunOptions(data_root=data_root, cache_dir=cache_dir, folds=_int_list(folds_text),
-                          seeds=_int_list(seeds_text), preset=preset, overrides=overrides,
+                          seeds=_int_list(seeds_text), preset=spec.study_preset(name, preset), overrides=overrides,
                           assignments=assignments, max_epochs=max_epochs, storage=storage,
                           tracking_uri=tracking_uri, retries=retries, feature_cache=not no_feature_cache)
+        from studies.preflight import check_study
+
         if dry_run:
             from studies.cli import print_unit_table
             from studies.preflight import check_weights
 
+            check_study(name, spec, opts, weights=False)  # every cell builds, its weights fetched or not
             cells, units = plan(name, spec, opts)
             print_unit_table(name, units, storage)
-            check_weights([c.config for c in cells], cache_dir, preset=preset or spec.defaults.preset,
-                          study=name, assignments=assignments)
+            check_weights([c.config for c in cells], cache_dir, preset=opts.preset, study=name,
+                          assignments=assignments)
             return
+        opts.require_data_root("study")
+        check_study(name, spec, opts)  # before the ledger and the first unit
         done = run_study(name, spec, opts, echo=click.echo)
     click.echo(f"[{name}] this worker: {done['finished']} finished, {done['failed']} failed, "
                f"{done['reclaimed']} reclaimed from dead workers. Results: mlflow ui "
@@ -355,7 +372,8 @@ def weights_list(ctx, preset, study_name, assignments, random_weights, cache_dir
     if as_json:
         click.echo(json.dumps(resolution_rows(resolutions)))
     else:
-        fetch = fetch_command(preset or spec.defaults.preset, study_name, assignments)
+        fetch = fetch_command(spec.study_preset(study_name, preset) if study_name in spec.studies
+                              else preset or spec.defaults.preset, study_name, assignments)
         click.echo(render_resolutions(resolutions, fetch=fetch))
 
 

@@ -3,14 +3,20 @@
 One detector per process (MediaPipe graphs are not shared across processes). Each frame gives
 at most one face: the largest detected box, because the actor faces the camera and fills a
 large part of the frame while false positives in the background are small.
+
+MediaPipe logs from C++ (LiteRT environment, XNNPACK delegate, tensor alignment) on every new
+detector: those lines go to ``mediapipe.log`` beside the model file, unless ``runner.py -v``.
 """
 
 from __future__ import annotations
 
+import os
 from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
+
+from fer.verbosity import open_log, stderr_to
 
 # BlazeFace keypoint order; "right" is the subject's right, which lies at smaller image x.
 KEYPOINT_NAMES = ("right_eye", "left_eye", "nose_tip", "mouth_center", "right_ear", "left_ear")
@@ -37,9 +43,11 @@ class FaceDetector:
     Args:
         model_path: BlazeFace short-range ``.tflite`` (see ``fer.data.face_model``).
         min_confidence: detections scoring below this are discarded.
+        log_path: where MediaPipe's native log lines go (default: ``mediapipe.log`` beside the
+            model); with ``runner.py -v`` they stay on stderr.
     """
 
-    def __init__(self, model_path: str | Path, min_confidence: float = 0.5):
+    def __init__(self, model_path: str | Path, min_confidence: float = 0.5, log_path: str | Path | None = None):
         from mediapipe.tasks.python import BaseOptions, vision
 
         options = vision.FaceDetectorOptions(
@@ -47,7 +55,9 @@ class FaceDetector:
             running_mode=vision.RunningMode.IMAGE,
             min_detection_confidence=min_confidence,
         )
-        self._detector = vision.FaceDetector.create_from_options(options)
+        self._log = open_log(Path(log_path) if log_path else Path(model_path).parent / "mediapipe.log")
+        with stderr_to(self._log):
+            self._detector = vision.FaceDetector.create_from_options(options)
 
     def detect(self, frame: np.ndarray) -> Face | None:
         """Find the largest face in one frame.
@@ -64,7 +74,8 @@ class FaceDetector:
             raise ValueError(f"expected uint8 (H, W, 3) RGB, got {frame.dtype} {frame.shape}")
         height, width = frame.shape[:2]
         image = mp.Image(image_format=mp.ImageFormat.SRGB, data=np.ascontiguousarray(frame))
-        detections = self._detector.detect(image).detections
+        with stderr_to(self._log):  # the first call warns about tensor alignment
+            detections = self._detector.detect(image).detections
         if not detections:
             return None
         best = max(detections, key=lambda d: (d.bounding_box.width * d.bounding_box.height,
@@ -78,7 +89,11 @@ class FaceDetector:
 
     def close(self) -> None:
         """Release the MediaPipe graph (also done by the context manager)."""
-        self._detector.close()
+        with stderr_to(self._log):
+            self._detector.close()
+        if self._log is not None:
+            os.close(self._log)
+            self._log = None
 
     def __enter__(self) -> FaceDetector:
         return self

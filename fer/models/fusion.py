@@ -22,6 +22,7 @@ whether the checkpoint's weights are loaded.
 
 from __future__ import annotations
 
+import logging
 from pathlib import Path
 
 import torch
@@ -30,6 +31,7 @@ from transformers import Lfm2Config, Lfm2Model
 
 from fer.models.config import FusionConfig
 from fer.models.registry import Registry
+from fer.verbosity import verbose
 
 # LFM2's hybrid order: 10 short-conv and 6 grouped-query attention layers (both published sizes).
 LFM2_LAYER_TYPES = (
@@ -115,6 +117,33 @@ def random_lfm2(config: Lfm2Config, layers: int) -> Lfm2Model:
     model = Lfm2Model(truncate_config(tokenless, layers))
     model.embed_tokens = None
     return model
+
+
+SHORT_CONV_NOTICE = ("fusion: LFM2's short convolutions run their PyTorch reference code on this GPU; "
+                     "`pip install causal-conv1d` gives the fused CUDA kernel")
+
+
+class _ShortConvNotice(logging.Filter):
+    """transformers' notice that ``causal_conv1d`` is missing, said once per process: on CPU it is
+    dropped (the package is CUDA only), on a GPU it becomes ``SHORT_CONV_NOTICE``; with
+    ``runner.py -v`` transformers' own words pass."""
+
+    said = False
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        if verbose() or "causal_conv1d" not in record.getMessage():
+            return True
+        if self.said or not torch.cuda.is_available():
+            return False
+        self.said = True
+        record.msg, record.args = SHORT_CONV_NOTICE, ()
+        return True
+
+
+def _quiet_short_conv_notice() -> None:
+    log = logging.getLogger("transformers.integrations.hub_kernels")
+    if not any(isinstance(f, _ShortConvNotice) for f in log.filters):
+        log.addFilter(_ShortConvNotice())
 
 
 def _hub_call(fn, pretrained: str, **kwargs):
@@ -243,6 +272,7 @@ def build_fusion(cfg: FusionConfig, *, audio_dim: int | None, visual_dim: int | 
                              ffn_dim=cfg.ffn_dim)
     backbone, frozen = None, False
     if cfg.layers > 0:
+        _quiet_short_conv_notice()
         if cfg.init == "pretrained" and load_weights:
             backbone = load_lfm2(cfg.pretrained, cfg.layers)
         else:
