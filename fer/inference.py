@@ -137,7 +137,8 @@ def prepare_inputs(paths: list[Path], cfg, folder: Path, face_model) -> tuple[di
 
 
 def model_probabilities(loaded: LoadedModel, entries: list[Path], batch_size: int) -> np.ndarray:
-    """(N, 8) softmax probabilities of one model, as its unit evaluated clips."""
+    """(N, C) softmax probabilities of one model (columns in ``loaded.labels`` order), as its unit
+    evaluated clips."""
     import torch
 
     from fer.data.dataset import PreparedClipDataset, make_loader
@@ -150,7 +151,7 @@ def model_probabilities(loaded: LoadedModel, entries: list[Path], batch_size: in
     model = accelerator.prepare(loaded.model)
     loader = accelerator.prepare(make_loader(dataset, batch_size, shuffle=False, seed=0))
     try:
-        return evaluate(accelerator, model, loader, torch.nn.CrossEntropyLoss()).probs
+        return evaluate(accelerator, model, loader, torch.nn.CrossEntropyLoss(), loaded.labels).probs
     finally:
         accelerator.free_memory()
 

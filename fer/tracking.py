@@ -17,6 +17,7 @@ import csv
 import functools
 import io
 import json
+import logging
 import subprocess
 import tempfile
 import time
@@ -26,6 +27,7 @@ from pathlib import Path
 from typing import Any
 
 from fer.labels import EMOTIONS
+from fer.mlflow_conventions import EXPERIMENT_TAGS, dataset_input, source_tags, system_metrics
 
 VERSIONED_PACKAGES = ("torch", "torchvision", "transformers", "timm", "accelerate", "peft", "optuna",
                       "mlflow", "mediapipe", "av", "numpy", "scikit-learn", "fer")
@@ -69,18 +71,46 @@ def artifact_location(tracking_uri: str, name: str) -> str | None:
     return (db.parent / "mlartifacts" / name).as_uri()
 
 
+_warned_local_artifacts: set[str] = set()
+
+
+def warn_local_artifacts(tracking_uri: str, location: str) -> None:
+    """One warning line, once per process and store, when a worker logs straight to a database
+    (``postgresql://``, ``mysql://``: no tracking server) and the experiment's artifacts live on
+    a local path: each machine would keep its units' files in its own ``./mlruns``, where the
+    other machines, ``report`` and ``predict`` cannot read them."""
+    from urllib.parse import urlsplit
+
+    scheme = urlsplit(tracking_uri).scheme
+    if (not scheme or scheme.startswith(("sqlite", "http", "file", "databricks"))
+            or urlsplit(location).scheme not in ("", "file") or tracking_uri in _warned_local_artifacts):
+        return
+    _warned_local_artifacts.add(tracking_uri)
+    parts = urlsplit(tracking_uri)
+    shown = f"{scheme}://{parts.hostname or ''}{f':{parts.port}' if parts.port else ''}{parts.path}"  # no password
+    logging.getLogger(__name__).warning(
+        "warning: --tracking-uri %s is a database, not a tracking server: this machine's artifacts (models, "
+        "predictions) go to %s, where other machines and `report` cannot read them; run `mlflow server "
+        "--backend-store-uri %s --artifacts-destination DIR` once and give every worker --tracking-uri "
+        "http://HOST:PORT (README, \"Several machines\")", shown, location, shown)
+
+
 def ensure_experiment(client, name: str) -> str:
     """The id of experiment ``name``, created when missing (race-safe between workers)."""
     exp = client.get_experiment_by_name(name)
-    if exp is not None:
-        return exp.experiment_id
-    try:
-        return client.create_experiment(name, artifact_location=artifact_location(client.tracking_uri, name))
-    except Exception:  # another worker created it first
+    if exp is None:
+        try:
+            client.create_experiment(name, artifact_location=artifact_location(client.tracking_uri, name),
+                                     tags=EXPERIMENT_TAGS)
+        except Exception:  # another worker created it first
+            if client.get_experiment_by_name(name) is None:
+                raise
         exp = client.get_experiment_by_name(name)
-        if exp is None:
-            raise
-        return exp.experiment_id
+    for key, value in EXPERIMENT_TAGS.items():  # experiments made before the tag: the UI's runs view too
+        if exp.tags.get(key) != value:
+            client.set_experiment_tag(exp.experiment_id, key, value)
+    warn_local_artifacts(client.tracking_uri, exp.artifact_location)
+    return exp.experiment_id
 
 
 def unit_tags(*, study: str, cell: str, fold: int, seed: int, config, axes: dict[str, Any],
@@ -91,12 +121,13 @@ def unit_tags(*, study: str, cell: str, fold: int, seed: int, config, axes: dict
         study: MLflow experiment and report name (``search-<name>`` for a search).
         cell: the cell's name (``layers=2``), or ``trial<N>`` for a search trial.
         fold, seed: the unit's fold index and seed.
-        config: the unit's resolved ``RunConfig`` (its protocol becomes a tag).
+        config: the unit's resolved ``RunConfig`` (its dataset and protocol become tags).
         axes: ``{dotted config path: value}`` that make this cell (a trial's suggested params).
         extra: further tags of the caller (ledger trial, unit key, Optuna trial), as strings.
     """
     return {"study": study, "cell": cell, "fold": str(fold), "seed": str(seed),
-            "protocol": config.data.protocol, "kind": "unit", "git_commit": git_commit(),
+            "dataset": config.data.dataset, "protocol": config.data.protocol, "kind": "unit",
+            "git_commit": git_commit(),
             "axes": json.dumps(axes), **{k: str(v) for k, v in extra.items()}}
 
 
@@ -105,7 +136,7 @@ def start_unit_run(client, experiment_id: str, *, parent_run_id: str | None, tag
     """Create the unit's run with its tags, the flattened config as params, package versions."""
     from mlflow.entities import Param
 
-    all_tags = dict(tags)
+    all_tags = {**source_tags(git_commit()), **tags}
     if parent_run_id:
         all_tags["mlflow.parentRunId"] = parent_run_id
     all_tags.update({f"version.{k}": v for k, v in package_versions().items()})
@@ -139,15 +170,20 @@ def _csv(rows: list[dict[str, Any]], columns: list[str]) -> str:
     return buf.getvalue()
 
 
-def confusion_csv(matrix) -> str:
-    """8x8 counts, rows = true emotion, columns = predicted, with emotion names."""
-    lines = ["true\\pred," + ",".join(EMOTIONS)]
-    for name, row in zip(EMOTIONS, matrix):
+def confusion_csv(matrix, emotions: tuple[str, ...] = EMOTIONS) -> str:
+    """CxC counts, rows = true emotion, columns = predicted, named by the label set ``emotions``."""
+    lines = ["true\\pred," + ",".join(emotions)]
+    for name, row in zip(emotions, matrix, strict=True):
         lines.append(name + "," + ",".join(str(int(v)) for v in row))
     return "\n".join(lines) + "\n"
 
 
-PREDICTION_COLUMNS = ["clip_id", "actor", "label", "pred"] + [f"p_{e}" for e in EMOTIONS]
+def prediction_columns(emotions: tuple[str, ...]) -> list[str]:
+    """Columns of ``predictions_{val,test}.csv`` for the label set ``emotions``."""
+    return ["clip_id", "actor", "label", "pred"] + [f"p_{e}" for e in emotions]
+
+
+PREDICTION_COLUMNS = prediction_columns(EMOTIONS)  # RAVDESS's
 
 
 def log_unit_result(client, run_id: str, result, *, config=None) -> None:
@@ -165,10 +201,12 @@ def log_unit_result(client, run_id: str, result, *, config=None) -> None:
             from fer.config import dump_yaml
 
             (out / "config.yaml").write_text(dump_yaml(config))
-        (out / "predictions_val.csv").write_text(_csv(result.predictions_val, PREDICTION_COLUMNS))
+        emotions = getattr(result, "emotions", EMOTIONS)  # fer.train.run.UnitResult's label set
+        columns = prediction_columns(emotions)
+        (out / "predictions_val.csv").write_text(_csv(result.predictions_val, columns))
         if result.confusion_test is not None:  # a search never evaluates the test actors
-            (out / "predictions_test.csv").write_text(_csv(result.predictions_test, PREDICTION_COLUMNS))
-            (out / "confusion_test.csv").write_text(confusion_csv(result.confusion_test))
+            (out / "predictions_test.csv").write_text(_csv(result.predictions_test, columns))
+            (out / "confusion_test.csv").write_text(confusion_csv(result.confusion_test, emotions))
         (out / "history.json").write_text(json.dumps(result.history, indent=1))
         weights = getattr(result, "weights", None)  # fer.train.checkpoint.UnitWeights
         if weights is not None:  # built complete here, logged with the rest in one call
@@ -198,12 +236,14 @@ class TrackedRun:
     Attributes:
         run_id: the MLflow run id.
         logger: the training loop's epoch callback (``UnitLogger``) for this run.
+        monitor: ``fer.mlflow_conventions.system_metrics(...)`` of this run, or None.
     """
 
     def __init__(self, client, run_id: str, *, config=None,
-                 killed_by: tuple[type[BaseException], ...] = ()):
+                 killed_by: tuple[type[BaseException], ...] = (), monitor=None):
         self.client, self.run_id, self.config, self.killed_by = client, run_id, config, killed_by
         self.logger = UnitLogger(client, run_id)
+        self.monitor = monitor  # a started system-metrics monitor, finished before the run ends
 
     def log(self, result) -> None:
         """The unit's final metrics and artifacts (``log_unit_result``), with its config."""
@@ -213,6 +253,8 @@ class TrackedRun:
         return self
 
     def __exit__(self, exc_type, exc, tb) -> bool:
+        if self.monitor is not None:
+            self.monitor.finish()
         if exc is None:
             end_run(self.client, self.run_id, "FINISHED")
         elif isinstance(exc, self.killed_by) or not isinstance(exc, Exception):
@@ -224,8 +266,10 @@ class TrackedRun:
 
 
 def tracked_unit(client, experiment_id: str, *, parent_run_id: str | None, tags: dict[str, str], config,
-                 run_name: str, killed_by: tuple[type[BaseException], ...] = ()) -> TrackedRun:
-    """Start a unit's run now (tags, flattened config as params, package versions); end it with ``with``.
+                 run_name: str, killed_by: tuple[type[BaseException], ...] = (),
+                 data_root: str | Path | None = None, fold: int | None = None) -> TrackedRun:
+    """Start a unit's run now (tags, flattened config as params, package versions, its dataset,
+    system metrics when asked for); end it with ``with``.
 
         tags = unit_tags(study="modality", cell="modality=av", fold=0, seed=0, config=cfg, axes=...)
         with tracked_unit(client, experiment_id, parent_run_id=parent, tags=tags, config=cfg,
@@ -245,9 +289,15 @@ def tracked_unit(client, experiment_id: str, *, parent_run_id: str | None, tags:
         config: the unit's resolved ``RunConfig``: params, ``config.yaml`` artifact.
         run_name: the run's display name.
         killed_by: exception types that end the run KILLED instead of FAILED.
+        data_root, fold: the unit's data, logged as its dataset input (``mlflow_conventions``);
+            None logs none.
     """
     from fer.config import flatten
 
+    inputs = [] if data_root is None else [dataset_input(config.data, data_root, fold)]
     run_id = start_unit_run(client, experiment_id, parent_run_id=parent_run_id, tags=tags,
                             params=flatten(config), run_name=run_name)
-    return TrackedRun(client, run_id, config=config, killed_by=killed_by)
+    if inputs:
+        client.log_inputs(run_id, datasets=inputs)
+    return TrackedRun(client, run_id, config=config, killed_by=killed_by,
+                      monitor=system_metrics(run_id, client.tracking_uri))

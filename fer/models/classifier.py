@@ -1,12 +1,12 @@
-"""Classifier head: fused tokens (B, S', D) -> pooling over time (B, D) -> MLP -> (B, 8) logits.
+"""Classifier head: fused tokens (B, S', D) -> pooling over time (B, D) -> MLP -> (B, C) logits.
 
 The classifier's pooling strategies (``CLASSIFIER_POOLING``; the visual temporal encoder's own
 pooling is ``fer.models.pooling.SEGMENT_POOLING``): ``mean``, ``max``, ``attention`` (learned
 token scores, softmax over S') and ``last`` (LFM2 is causal, so the last token has seen the
 whole sequence). The MLP is Linear -> norm -> activation -> dropout per hidden size, then a
-final Linear to the emotion classes.
+final Linear to the dataset's emotion classes (C = 8 for RAVDESS, 6 for CREMA-D).
 
-    head = build_classifier(ClassifierConfig(), in_dim=512)
+    head = build_classifier(ClassifierConfig(), in_dim=512, num_classes=8)
     head(x)  # (B, 16, 512) -> (B, 8)
 """
 
@@ -17,7 +17,6 @@ import torch
 from torch import nn
 
 from fer.models.config import ClassifierConfig
-from fer.labels import EMOTIONS
 from fer.models.registry import Registry
 
 CLASSIFIER_POOLING: Registry[type[nn.Module]] = Registry("classifier pooling")
@@ -101,7 +100,8 @@ class Classifier(nn.Module):
         return self.mlp(self.pooling(x))
 
 
-def build_classifier(cfg: ClassifierConfig, *, in_dim: int) -> Classifier:
-    """Classifier head from its config; ``in_dim`` is the fusion output width."""
+def build_classifier(cfg: ClassifierConfig, *, in_dim: int, num_classes: int) -> Classifier:
+    """Classifier head from its config; ``in_dim`` is the fusion output width, ``num_classes`` the
+    size of the dataset's label set (``fer.labels.emotions``)."""
     return Classifier(pooling=CLASSIFIER_POOLING.get(cfg.pooling)(dim=in_dim), in_dim=in_dim, hidden=list(cfg.hidden),
-                      norm=cfg.norm, activation=cfg.activation, dropout=cfg.dropout, num_classes=len(EMOTIONS))
+                      norm=cfg.norm, activation=cfg.activation, dropout=cfg.dropout, num_classes=num_classes)

@@ -25,6 +25,7 @@ from typing import TYPE_CHECKING
 import torch
 from torch import nn
 
+from fer.labels import emotions
 from fer.models.audio import build_audio_encoder
 from fer.models.classifier import build_classifier
 from fer.models.fusion import build_fusion
@@ -198,5 +199,6 @@ def _build(cfg: RunConfig, *, load_weights: bool) -> FERModel:
     with part_seed("fusion"):
         parts["fusion"] = build_fusion(m.fusion, audio_dim=audio_dim, visual_dim=visual_dim, load_weights=load_weights)
     with part_seed("classifier"):
-        parts["classifier"] = build_classifier(m.classifier, in_dim=m.fusion.out_dim)
+        parts["classifier"] = build_classifier(m.classifier, in_dim=m.fusion.out_dim,
+                                               num_classes=len(emotions(data.dataset)))
     return FERModel(**parts)

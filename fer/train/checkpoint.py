@@ -4,7 +4,7 @@ Each finished unit logs its best-epoch model once, at the end, as the folder ``m
 
     model/weights.safetensors   the saved tensors (safetensors only, never pickle)
     model/config.yaml           the resolved config (the same text as the run's config.yaml)
-    model/labels.json           the label map: output index -> emotion name (fer.labels.EMOTIONS)
+    model/labels.json           the label map: output index -> emotion name (fer.labels.emotions)
     model/manifest.json         format, seed, save mode, and how each fixed part is rebuilt
 
 ``train.save_weights`` chooses what is saved. ``trainable`` (default): every trainable parameter
@@ -31,7 +31,7 @@ from typing import TYPE_CHECKING, Literal
 import torch
 from torch import nn
 
-from fer.labels import EMOTIONS
+from fer.labels import emotions
 
 if TYPE_CHECKING:
     from fer.config import RunConfig
@@ -113,7 +113,7 @@ class UnitWeights:
         folder.mkdir(parents=True)
         (folder / WEIGHTS_FILE).write_bytes(self.blob)
         (folder / CONFIG_FILE).write_text(dump_yaml(self.config))
-        (folder / LABELS_FILE).write_text(json.dumps(list(EMOTIONS)))
+        (folder / LABELS_FILE).write_text(json.dumps(list(emotions(self.config.data.dataset))))
         (folder / MANIFEST_FILE).write_text(json.dumps(self.manifest, indent=1))
 
 
@@ -187,6 +187,9 @@ def load_model_dir(folder: str | Path, cache_dir: str | Path, *, source: str | N
         raise WeightsError(f"{where}: model format {manifest.get('format')!r}, this version reads {FORMAT_VERSION}")
     cfg = RunConfig.model_validate(yaml.safe_load(_read(folder, CONFIG_FILE)))
     labels = tuple(json.loads(_read(folder, LABELS_FILE)))
+    if labels != emotions(cfg.data.dataset):
+        raise WeightsError(f"{where}: {LABELS_FILE} holds {list(labels)}, not the label set of its dataset "
+                           f"{cfg.data.dataset} {list(emotions(cfg.data.dataset))}")
     if not (folder / WEIGHTS_FILE).is_file():
         raise WeightsError(f"{where}: no {WEIGHTS_FILE}")
     saved = load((folder / WEIGHTS_FILE).read_bytes())

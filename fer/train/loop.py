@@ -15,6 +15,7 @@ from __future__ import annotations
 import math
 import time
 import warnings
+from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Protocol
 
@@ -22,6 +23,7 @@ import numpy as np
 import torch
 from torch import nn
 
+from fer.labels import EMOTIONS
 from fer.train.config import TrainConfig
 from fer.train.metrics import classification_metrics
 from fer.train.optim import build_optimizer, build_scheduler
@@ -113,8 +115,10 @@ class _BestWeights:
 
 
 @torch.no_grad()
-def evaluate(accelerator, model: nn.Module, loader, loss_fn: nn.Module) -> Evaluation:
-    """Predict every clip of ``loader``; loss and metrics over the whole split."""
+def evaluate(accelerator, model: nn.Module, loader, loss_fn: nn.Module,
+             emotions: Sequence[str] = EMOTIONS) -> Evaluation:
+    """Predict every clip of ``loader``; loss and metrics over the whole split (per-class ones
+    named by ``emotions``, the model's label set)."""
     model.eval()
     logits, labels, actors, clip_ids = [], [], [], []
     for batch in loader:
@@ -129,7 +133,7 @@ def evaluate(accelerator, model: nn.Module, loader, loss_fn: nn.Module) -> Evalu
     probs = all_logits.softmax(-1).cpu().numpy()
     preds = probs.argmax(-1)
     label_arr = all_labels.cpu().numpy()
-    return Evaluation(loss=loss, metrics=classification_metrics(label_arr, preds), probs=probs,
+    return Evaluation(loss=loss, metrics=classification_metrics(label_arr, preds, emotions), probs=probs,
                       labels=label_arr, preds=preds, actors=torch.cat(actors).cpu().numpy(),
                       clip_ids=clip_ids)
 
@@ -164,7 +168,8 @@ def train_epoch(accelerator, model, loader, loss_fn, optimizer, scheduler, *, cl
 
 
 def fit(model: nn.Module, *, train_loader, val_loader, test_loader, cfg: TrainConfig, epochs: int,
-        class_weights: torch.Tensor | None = None, callback: EpochCallback | None = None) -> FitResult:
+        class_weights: torch.Tensor | None = None, callback: EpochCallback | None = None,
+        emotions: Sequence[str] = EMOTIONS) -> FitResult:
     """Train ``model``, select the epoch on validation UAR, evaluate the test split once.
 
     Args:
@@ -178,6 +183,7 @@ def fit(model: nn.Module, *, train_loader, val_loader, test_loader, cfg: TrainCo
         class_weights: (8,) weights of the cross-entropy, or None.
         callback: gets ``on_epoch_end(epoch, {"train/loss", "val/loss", "val/uar", "val/war",
             "val/f1"})`` on the main process after every epoch (1-based).
+        emotions: the label set of the model's outputs (names the per-class metrics).
 
     Returns:
         History, best epoch, validation predictions at the best epoch, test predictions.
@@ -209,7 +215,7 @@ def fit(model: nn.Module, *, train_loader, val_loader, test_loader, cfg: TrainCo
                                             scheduler, clip_grad=cfg.clip_grad, epoch=epoch)
             train_time += time.perf_counter() - start
             train_clips += clips
-            val = evaluate(accelerator, model, val_loader, loss_fn)
+            val = evaluate(accelerator, model, val_loader, loss_fn, emotions)
             if not math.isfinite(val.loss):
                 raise NonFiniteLossError(f"validation loss {val.loss} at epoch {epoch}")
             row = {"train/loss": train_loss, "val/loss": val.loss, "val/uar": val.metrics["uar"],
@@ -225,7 +231,7 @@ def fit(model: nn.Module, *, train_loader, val_loader, test_loader, cfg: TrainCo
             if cfg.patience is not None and since_best >= cfg.patience:
                 break
         best.restore(bare)
-        test = None if test_loader is None else evaluate(accelerator, model, test_loader, loss_fn)
+        test = None if test_loader is None else evaluate(accelerator, model, test_loader, loss_fn, emotions)
     finally:
         accelerator.free_memory()
     return FitResult(history=history, best_epoch=best_epoch, best_val=best_val, test=test,

@@ -1,6 +1,6 @@
 """One run unit as a function: resolved config + fold + seed in, metrics and predictions out.
 
-``run_unit`` indexes the RAVDESS folder, splits the clips by the protocol's fold into training,
+``run_unit`` indexes the dataset folder (``data.dataset``), splits the clips by the protocol's fold into training,
 validation and test actors, prepares whichever clips are missing from the cache (the same cache
 as ``runner.py prepare``), builds the datasets (augmentation on the training split only) and a
 fresh model, trains with :func:`fer.train.loop.fit` and evaluates the test actors once. Nothing
@@ -40,9 +40,10 @@ from torch.utils.data import DataLoader
 from fer.config import RunConfig
 from fer.data.dataset import PreparedClipDataset, make_loader
 from fer.data.prepare import PrepareSettings, ensure_prepared
-from fer.data.protocols import Fold, get_protocol
-from fer.data.ravdess import Clip, index_clips
-from fer.labels import EMOTIONS
+from fer.data.datasets import get_dataset
+from fer.data.protocols import Fold, Protocol, get_protocol
+from fer.data.ravdess import Clip
+from fer.labels import EMOTIONS, emotions
 from fer.train.checkpoint import UnitWeights, unit_weights
 from fer.train.loop import EpochCallback, Evaluation, fit
 
@@ -61,20 +62,25 @@ class UnitResult:
     history: list[dict[str, float]]  # per epoch: epoch, train/loss, val/loss, val/uar, val/war, val/f1
     predictions_val: list[dict]  # best epoch; columns fer.tracking.PREDICTION_COLUMNS
     predictions_test: list[dict]  # empty when the run did not evaluate the test actors (a search)
-    confusion_test: np.ndarray | None  # (8, 8) counts, rows = true, columns = predicted
+    confusion_test: np.ndarray | None  # (C, C) counts, rows = true, columns = predicted
     data_manifest: str  # hash of the clip ids used and their cache entry keys
     warnings: list[str] = field(default_factory=list)
     weights: UnitWeights | None = None  # best-epoch model as train.save_weights asks; None for "none"
+    emotions: tuple[str, ...] = EMOTIONS  # the label set: prediction columns, confusion rows
 
 
-def split_clips(clips: list[Clip], protocol_name: str, fold: int) -> tuple[Fold, dict[str, list[Clip]]]:
+def split_clips(clips: list[Clip], protocol: Protocol | str, fold: int) -> tuple[Fold, dict[str, list[Clip]]]:
     """The fold's actors and its clips per split ("train", "val", "test").
+
+    ``protocol`` is a Protocol (``fer.data.datasets``: a dataset's, maybe built from its data) or
+    the name of a fixed RAVDESS protocol.
 
     Raises:
         ValueError: fold out of range, or a split the protocol defines that has no clip here
             (validation may be empty only when the protocol has no validation actors at all).
     """
-    protocol = get_protocol(protocol_name)
+    protocol = get_protocol(protocol) if isinstance(protocol, str) else protocol
+    protocol_name = protocol.name
     folds = protocol.folds(sorted({c.actor for c in clips}))
     if not 0 <= fold < len(folds):
         raise ValueError(f"fold {fold} does not exist: protocol {protocol_name} has folds "
@@ -93,23 +99,23 @@ def split_clips(clips: list[Clip], protocol_name: str, fold: int) -> tuple[Fold,
     return chosen, by_split
 
 
-def inverse_frequency_weights(labels: list[int]) -> torch.Tensor:
-    """(8,) class weights n / (classes present * n_class), mean 1 over the present classes;
-    0 for a class absent from ``labels`` (it has no target to weigh)."""
-    counts = torch.bincount(torch.tensor(labels), minlength=len(EMOTIONS)).float()
+def inverse_frequency_weights(labels: list[int], num_classes: int) -> torch.Tensor:
+    """(num_classes,) class weights n / (classes present * n_class), mean 1 over the present
+    classes; 0 for a class absent from ``labels`` (it has no target to weigh)."""
+    counts = torch.bincount(torch.tensor(labels), minlength=num_classes).float()
     present = counts > 0
-    weights = torch.zeros(len(EMOTIONS))
+    weights = torch.zeros(num_classes)
     weights[present] = len(labels) / (present.sum() * counts[present])
     return weights
 
 
-def prediction_rows(ev: Evaluation) -> list[dict]:
-    """One row per clip: clip_id, actor, label and pred as emotion names, p_<emotion>..."""
+def prediction_rows(ev: Evaluation, labels: tuple[str, ...]) -> list[dict]:
+    """One row per clip: clip_id, actor, label and pred as names from ``labels``, p_<emotion>..."""
     rows = []
     for i, clip_id in enumerate(ev.clip_ids):
-        row = {"clip_id": clip_id, "actor": int(ev.actors[i]), "label": EMOTIONS[int(ev.labels[i])],
-               "pred": EMOTIONS[int(ev.preds[i])]}
-        row.update({f"p_{name}": float(p) for name, p in zip(EMOTIONS, ev.probs[i])})
+        row = {"clip_id": clip_id, "actor": int(ev.actors[i]), "label": labels[int(ev.labels[i])],
+               "pred": labels[int(ev.preds[i])]}
+        row.update({f"p_{name}": float(p) for name, p in zip(labels, ev.probs[i])})
         rows.append(row)
     return rows
 
@@ -184,13 +190,14 @@ def prepare_fold(cfg: RunConfig, *, data_root: str | Path, cache_dir: str | Path
     """
     from accelerate import PartialState
 
-    protocol = get_protocol(cfg.data.protocol)
-    chosen, by_split = split_clips(index_clips(data_root, cfg.data.vocal_channel), cfg.data.protocol, fold)
+    dataset = get_dataset(cfg.data.dataset)
+    protocol = dataset.protocol(cfg.data.protocol, data_root)
+    chosen, by_split = split_clips(dataset.index(data_root, cfg.data), protocol, fold)
     if protocol.warning:
         _warn(protocol.warning, notes)
     if not evaluate_test:
         if not by_split["val"]:
-            raise ValueError(f"fold {fold} of {cfg.data.protocol} has no validation actors: selecting "
+            raise ValueError(f"fold {fold} of {protocol.name} has no validation actors: selecting "
                              "without touching the test actors is impossible (use ravdess-6fold)")
         by_split = {**by_split, "test": []}
     needed = [c for clips in by_split.values() for c in clips]
@@ -205,7 +212,7 @@ def prepare_fold(cfg: RunConfig, *, data_root: str | Path, cache_dir: str | Path
         if by_split[name] and not clips:
             raise ValueError(f"fold {fold}: none of the {len(by_split[name])} {name} clips could be prepared")
     if not splits["val"]:
-        _warn(f"fold {fold} of {cfg.data.protocol} has no validation actors: the epoch is "
+        _warn(f"fold {fold} of {protocol.name} has no validation actors: the epoch is "
               f"selected on the test actors {list(chosen.test)}", notes)
     return splits, entries
 
@@ -280,7 +287,10 @@ def run_unit(cfg: RunConfig, *, data_root: str | Path, cache_dir: str | Path, fo
                                    evaluate_test=evaluate_test)
     used = {c.clip_id: entries[c.clip_id] for clips in splits.values() for c in clips}
     t, device = cfg.train, PartialState().device
-    weights = inverse_frequency_weights([c.emotion for c in splits["train"]]) if t.class_weights else None
+    labels = emotions(cfg.data.dataset)
+    weights = None
+    if t.class_weights:
+        weights = inverse_frequency_weights([c.emotion for c in splits["train"]], len(labels))
     budget = t.memory_budget if device.type == "cuda" else None  # a GPU budget; CPU runs ignore it
     profile = ProfileEstimate(cfg)  # the memory plan's profiles also give the FLOPs per clip
     micro, accum = plan_batch(cfg, parse_budget(budget), profile) if budget else (t.batch_size, 1)
@@ -308,7 +318,7 @@ def run_unit(cfg: RunConfig, *, data_root: str | Path, cache_dir: str | Path, fo
         try:
             fitted = fit(model, train_loader=loaders["train"], val_loader=loaders["val"],
                          test_loader=loaders["test"], cfg=tcfg, epochs=epochs, class_weights=weights,
-                         callback=callback)
+                         callback=callback, emotions=labels)
             # fit leaves the best epoch's weights in the model; serialised once, here, and logged
             # with the other artifacts at the end (a killed unit leaves no model behind).
             return fitted, sizes, unit_weights(model, cfg, seed=seed, mode=t.save_weights)
@@ -337,8 +347,8 @@ def run_unit(cfg: RunConfig, *, data_root: str | Path, cache_dir: str | Path, fo
         "model_mb": 0.0 if saved is None else saved.mb,
     })
     return UnitResult(metrics=metrics, history=result.history,
-                      predictions_val=prediction_rows(val),
-                      predictions_test=[] if test is None else prediction_rows(test),
+                      predictions_val=prediction_rows(val, labels),
+                      predictions_test=[] if test is None else prediction_rows(test, labels),
                       confusion_test=None if test is None else test.metrics["confusion"],
                       data_manifest=manifest_hash(used),
-                      warnings=notes, weights=saved)
+                      warnings=notes, weights=saved, emotions=labels)

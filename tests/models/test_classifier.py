@@ -3,6 +3,7 @@
 import pytest
 import torch
 
+from fer.config import resolve_config
 from fer.labels import EMOTIONS
 from fer.models.classifier import (
     ACTIVATIONS,
@@ -26,7 +27,7 @@ def x(seed=0):
 def test_logits_finite_and_gradients_reach_every_parameter(pooling, norm, activation):
     torch.manual_seed(0)
     head = build_classifier(ClassifierConfig(pooling=pooling, norm=norm, activation=activation, hidden=[12, 10]),
-                            in_dim=D).train()
+                            in_dim=D, num_classes=len(EMOTIONS)).train()
     inp = x().requires_grad_()
     logits = head(inp)
     assert logits.shape == (B, len(EMOTIONS)) and torch.isfinite(logits).all()
@@ -61,22 +62,31 @@ def test_attention_pooling_is_a_convex_combination_and_uniform_without_scores():
 
 
 def test_no_hidden_layers_is_a_linear_head_on_the_pooled_tokens():
-    head = build_classifier(ClassifierConfig(pooling="mean", hidden=[]), in_dim=D)
+    head = build_classifier(ClassifierConfig(pooling="mean", hidden=[]), in_dim=D, num_classes=len(EMOTIONS))
     (linear,) = head.mlp
     torch.testing.assert_close(head(x()), x().mean(1) @ linear.weight.T + linear.bias)
 
 
 def test_mlp_layout_follows_the_config():
-    head = build_classifier(ClassifierConfig(hidden=[12, 10], norm="batch", activation="silu", dropout=0.3), in_dim=D)
+    head = build_classifier(ClassifierConfig(hidden=[12, 10], norm="batch", activation="silu", dropout=0.3),
+                            in_dim=D, num_classes=len(EMOTIONS))
     kinds = [type(m).__name__ for m in head.mlp]
     assert kinds == ["Linear", "BatchNorm1d", "SiLU", "Dropout"] * 2 + ["Linear"]
     assert [m.out_features for m in head.mlp if isinstance(m, torch.nn.Linear)] == [12, 10, len(EMOTIONS)]
     assert all(m.p == 0.3 for m in head.mlp if isinstance(m, torch.nn.Dropout))
 
 
+@pytest.mark.parametrize("dataset, classes", [("ravdess", 8), ("crema-d", 6)])
+def test_the_model_head_has_one_output_per_emotion_of_its_dataset(dataset, classes):
+    from fer.models.model import build_model
+
+    model = build_model(resolve_config("tiny", {"data.dataset": dataset}), device="meta")
+    assert model.classifier.mlp[-1].out_features == classes
+
+
 def test_dropout_only_in_training():
     torch.manual_seed(0)
-    head = build_classifier(ClassifierConfig(dropout=0.5), in_dim=D)
+    head = build_classifier(ClassifierConfig(dropout=0.5), in_dim=D, num_classes=len(EMOTIONS))
     head.eval()
     torch.testing.assert_close(head(x()), head(x()))
     head.train()

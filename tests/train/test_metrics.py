@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 from sklearn.metrics import accuracy_score, balanced_accuracy_score, f1_score, recall_score
 
-from fer.labels import EMOTIONS
+from fer.labels import EMOTIONS, emotions
 from fer.train.metrics import classification_metrics
 
 
@@ -68,3 +68,13 @@ def test_agrees_with_sklearn_on_random_labels():
 def test_bad_input(labels, preds, match):
     with pytest.raises(ValueError, match=match):
         classification_metrics(labels, preds)
+
+
+def test_crema_d_metrics_name_its_six_emotions_and_refuse_a_seventh():
+    crema = emotions("crema-d")
+    m = classification_metrics([0, 1, 5, 5], [0, 1, 5, 4], crema)
+    assert sorted(k for k in m if k.startswith("recall/")) == sorted(f"recall/{e}" for e in crema)
+    assert (m["recall/angry"], m["recall/sad"], m["uar"]) == (1.0, 0.5, pytest.approx(2.5 / 3))
+    assert math.isnan(m["recall/fearful"]) and m["confusion"].shape == (6, 6) and m["confusion"][5, 4] == 1
+    with pytest.raises(ValueError, match=r"emotion indices \[6\] are outside 0..5 \(6 emotions: angry, disgust"):
+        classification_metrics([6], [0], crema)

@@ -12,12 +12,12 @@ import torch
 from sklearn.metrics import accuracy_score, balanced_accuracy_score, confusion_matrix, f1_score
 
 from fer.data.ravdess import Clip
-from fer.labels import EMOTIONS
+from fer.labels import EMOTIONS, emotions
 from fer.train.loop import Evaluation
 from fer.train.metrics import classification_metrics
 from fer.train.run import (PeakMemory, inverse_frequency_weights, manifest_hash, prediction_rows, run_unit,
                            split_clips)
-from fer.tracking import PREDICTION_COLUMNS
+from fer.tracking import PREDICTION_COLUMNS, prediction_columns
 
 
 def clip(actor: int, emotion: int = 0) -> Clip:
@@ -61,21 +61,32 @@ def test_split_without_train_clips():
 
 def test_inverse_frequency_weights():
     # 4 clips: three of class 0, one of class 2 -> n / (2 classes * count) = 4/6 and 4/2.
-    w = inverse_frequency_weights([0, 0, 0, 2])
+    w = inverse_frequency_weights([0, 0, 0, 2], 8)
     expected = torch.zeros(8)
     expected[0], expected[2] = 4 / 6, 2.0
     torch.testing.assert_close(w, expected)
     assert w[w > 0].mean() == pytest.approx(4 / 3)  # (4/6 + 2) / 2
+    torch.testing.assert_close(inverse_frequency_weights([0, 0, 0, 2], 6), expected[:6])  # CREMA-D's six
 
 
 def test_prediction_rows_use_emotion_names_and_columns():
     probs = np.array([[0.7, 0.3] + [0] * 6, [0] * 7 + [1.0]])
     ev = Evaluation(loss=0.0, metrics={}, probs=probs, labels=np.array([1, 7]), preds=np.array([0, 7]),
                     actors=np.array([3, 4]), clip_ids=["a", "b"])
-    rows = prediction_rows(ev)
+    rows = prediction_rows(ev, EMOTIONS)
     assert list(rows[0]) == PREDICTION_COLUMNS
     assert rows[0]["label"] == "calm" and rows[0]["pred"] == "neutral" and rows[0]["actor"] == 3
     assert rows[0]["p_neutral"] == pytest.approx(0.7) and rows[1]["p_surprised"] == 1.0
+
+
+def test_prediction_rows_of_crema_d_use_its_six_labels():
+    labels = emotions("crema-d")
+    ev = Evaluation(loss=0.0, metrics={}, probs=np.array([[0.1, 0.6, 0.1, 0.1, 0.05, 0.05]]), labels=np.array([5]),
+                    preds=np.array([1]), actors=np.array([1001]), clip_ids=["1001_IEO_SAD_HI"])
+    [row] = prediction_rows(ev, labels)
+    assert list(row) == prediction_columns(labels) == ["clip_id", "actor", "label", "pred", "p_angry", "p_disgust",
+                                                       "p_fearful", "p_happy", "p_neutral", "p_sad"]
+    assert (row["label"], row["pred"], row["p_disgust"], row["actor"]) == ("sad", "disgust", 0.6, 1001)
 
 
 def test_manifest_hash_follows_clips_and_entry_keys():

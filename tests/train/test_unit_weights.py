@@ -50,6 +50,22 @@ def test_model_folder_round_trip_is_bit_identical(tmp_path, mode):
     assert loaded.labels == ("neutral", "calm", "happy", "sad", "angry", "fearful", "disgust", "surprised")
 
 
+def test_crema_d_model_folder_holds_and_loads_its_six_labels(tmp_path):
+    from fer.train.checkpoint import WeightsError, load_model_dir, unit_weights
+
+    model, cfg = _fresh(1, **{"data.dataset": "crema-d"})
+    unit_weights(model, cfg, seed=1, mode="trainable").write(tmp_path / "model")
+    six = ["angry", "disgust", "fearful", "happy", "neutral", "sad"]
+    assert json.loads((tmp_path / "model" / "labels.json").read_text()) == six
+    loaded = load_model_dir(tmp_path / "model", tmp_path / "cache")
+    assert loaded.labels == tuple(six) and loaded.cfg.data.dataset == "crema-d"
+    assert loaded.model.classifier.mlp[-1].out_features == 6
+    # A label file that does not match the config's dataset is refused, naming both.
+    (tmp_path / "model" / "labels.json").write_text(json.dumps(six[::-1]))
+    with pytest.raises(WeightsError, match=r"labels.json holds \['sad'.*not the label set of its dataset crema-d"):
+        load_model_dir(tmp_path / "model", tmp_path / "cache")
+
+
 def test_trainable_mode_stores_less_than_all():
     from fer.train.checkpoint import unit_weights
 
