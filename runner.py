@@ -44,6 +44,11 @@ random_weights_option = click.option(
          "(model.random_weights=true): try a preset before fetching its weights.")
 
 
+system_metrics_option = click.option(
+    "--system-metrics", is_flag=True,
+    help="Log MLflow's system metrics (CPU, memory, disk; GPU with pynvml) beside each unit's run.")
+
+
 def _fail(message, code: int) -> None:
     click.echo(f"error: {message}", err=True)
     sys.exit(code)
@@ -140,21 +145,29 @@ def cli(ctx, ablations, verbose) -> None:
 
 @cli.command()
 @click.option("--out", type=click.Path(path_type=Path), required=True, help="Output folder.")
-@click.option("--actors", type=click.IntRange(1, 24), default=24, show_default=True)
-@click.option("--clips-per-class", type=click.IntRange(1, 8), default=None,
-              help="Clips per actor and emotion (default: the real counts, 60 per actor).")
-@click.option("--seconds", type=click.FloatRange(0.5, 10), default=3.0, show_default=True)
+@dataset_option
+@click.option("--actors", type=click.IntRange(1, 91), default=None,
+              show_default="24 for RAVDESS (1..24), 10 for CREMA-D (5..91)")
+@click.option("--clips-per-class", type=click.IntRange(1, 14), default=None,
+              help="Clips per actor and emotion (default: RAVDESS the real counts, 60 per actor, at "
+                   "most 8; CREMA-D 2, at most 14).")
+@click.option("--seconds", type=click.FloatRange(0.5, 10), default=None,
+              show_default="3.0 for RAVDESS, 2.0 for CREMA-D")
 @click.option("--fps", type=click.IntRange(5, 60), default=30, show_default=True)
 @click.option("--size", type=click.IntRange(64, 1280), default=256, show_default=True,
               help="Frame width and height, pixels.")
 @click.option("--seed", type=int, default=0, show_default=True)
-def synth(out, actors, clips_per_class, seconds, fps, size, seed) -> None:
-    """Write a synthetic RAVDESS (video + voice with planted ground truth)."""
-    from fer.data.synth import generate
+def synth(out, dataset, actors, clips_per_class, seconds, fps, size, seed) -> None:
+    """Write a synthetic RAVDESS or CREMA-D (video + voice with planted ground truth)."""
+    from fer.data.synth import generate, generate_cremad
 
+    given = {k: v for k, v in (("actors", actors), ("clips_per_class", clips_per_class),
+                               ("seconds", seconds)) if v is not None}
     try:
-        files = generate(out, actors=actors, clips_per_class=clips_per_class, seconds=seconds,
-                         fps=fps, size=size, seed=seed)
+        if dataset == "crema-d":
+            files = generate_cremad(out, **given, fps=fps, size=size, seed=seed)
+        else:
+            files = generate(out, **given, fps=fps, size=size, seed=seed)
     except ValueError as exc:
         raise click.BadParameter(str(exc)) from None
     click.echo(f"wrote {len(files)} clips under {out}")
@@ -262,14 +275,21 @@ def list_studies(ctx) -> None:
               help="GPU memory per run, e.g. 8GB: micro-batch and accumulation keep the effective "
                    "batch (default: the preset's train.memory_budget).")
 @random_weights_option
+@system_metrics_option
 @click.option("--dry-run", is_flag=True,
               help="Print the unit table and check the pretrained weights (exit 2 if missing); train nothing.")
 @click.pass_context
 def study(ctx, name, data_root, cache_dir, folds_text, seeds_text, preset, assignments, max_epochs,
-          storage, tracking_uri, retries, no_feature_cache, memory_budget, random_weights, dry_run) -> None:
+          storage, tracking_uri, retries, no_feature_cache, memory_budget, random_weights, system_metrics,
+          dry_run) -> None:
     """Train every cell of study NAME on its folds and seeds (resumable; several workers may share it)."""
     from studies.engine import plan, run_study
     from studies.options import RunOptions
+
+    if system_metrics:
+        from fer.mlflow_conventions import enable_system_metrics
+
+        enable_system_metrics()
 
     spec = _ablations(ctx)
     with _bad_input(), _stopped():
@@ -313,12 +333,18 @@ def study(ctx, name, data_root, cache_dir, folds_text, seeds_text, preset, assig
 @click.option("--export", "export_path", type=click.Path(path_type=Path, dir_okay=False), default=None,
               help="Write the best parameters as a YAML delta usable as study defaults.")
 @random_weights_option
+@system_metrics_option
 @click.pass_context
 def tune(ctx, name, trials, data_root, cache_dir, preset, assignments, max_epochs, storage, tracking_uri,
-         export_path, random_weights) -> None:
+         export_path, random_weights, system_metrics) -> None:
     """Optuna search NAME: objective = mean validation UAR over the search's folds (never test)."""
     from studies.options import RunOptions
     from studies.tune import SearchFailed, export_best, run_search
+
+    if system_metrics:
+        from fer.mlflow_conventions import enable_system_metrics
+
+        enable_system_metrics()
 
     spec = _ablations(ctx)
     with _bad_input(), _stopped():

@@ -84,6 +84,7 @@ class _Tracker:
     def __init__(self, study: str, tracking_uri: str, ledger: Ledger):
         from mlflow import MlflowClient
 
+        from fer.mlflow_conventions import source_tags
         from fer.tracking import ensure_experiment, git_commit
 
         self.client = MlflowClient(tracking_uri=tracking_uri)
@@ -91,6 +92,7 @@ class _Tracker:
         self.study = study
         self.ledger = ledger
         self.commit = git_commit()
+        self.source_tags = source_tags(self.commit)
 
     def parent(self, cell: Cell) -> str:
         """The cell's parent run id, created once and remembered in the ledger."""
@@ -101,12 +103,12 @@ class _Tracker:
                 run = self.client.create_run(
                     self.experiment_id, run_name=cell.name,
                     tags={"study": self.study, "cell": cell.name, "kind": "cell",
-                          "axes": json.dumps(cell.axes), "git_commit": self.commit})
+                          "axes": json.dumps(cell.axes), "git_commit": self.commit, **self.source_tags})
                 run_id = run.info.run_id
                 self.ledger.set_study_attr(key, run_id)
         return run_id
 
-    def start(self, unit: Unit, trial):
+    def start(self, unit: Unit, trial, data_root: Path):
         """The unit's run, started as a child of its cell's run; ``with`` it around the training."""
         from fer.tracking import tracked_unit, unit_tags
 
@@ -114,7 +116,7 @@ class _Tracker:
                          config=unit.cell.config, axes=unit.cell.axes, unit_key=unit.key,
                          ledger_trial=trial.number, ledger_storage=self.ledger.storage_path)
         return tracked_unit(self.client, self.experiment_id, parent_run_id=self.parent(unit.cell), tags=tags,
-                            config=unit.cell.config, run_name=unit.label)
+                            config=unit.cell.config, run_name=unit.label, data_root=data_root, fold=unit.fold)
 
     def lost(self, run_id: str) -> None:
         """The run of a unit whose worker died: KILLED (the unit is trained again)."""
@@ -257,7 +259,7 @@ def _work(name: str, cells: list[Cell], units: list[Unit], opts: RunOptions, dat
             trial = ledger.claim(set(by_key))
             if trial is not None:
                 state.hold(by_key[trial.user_attrs["unit_key"]], trial)
-                tracked = tracker.start(state.unit, trial)
+                tracked = tracker.start(state.unit, trial, data_root)
                 state.run_id = tracked.run_id
                 ledger.set_attrs(trial, mlflow_run_id=tracked.run_id)
         key = procs.share(None if trial is None else trial.user_attrs["unit_key"])

@@ -27,6 +27,7 @@ from __future__ import annotations
 import contextlib
 import json
 import statistics
+import warnings
 from pathlib import Path
 from typing import Any, Callable
 
@@ -37,7 +38,9 @@ from fer.config import ConfigError, resolve_config
 from studies.failures import discard_run, stop_worker, worker_failure
 from studies.grid import override_clashes
 from studies.options import RunOptions
-from studies.preflight import check_weights, search_configs
+from studies.preflight import check_builds, check_protocols, check_weights, search_cells
+
+OBJECTIVE = "mean val UAR"  # the objective's name in the ledger, as the Optuna dashboard shows it
 
 
 def suggest(trial, space: dict) -> dict[str, Any]:
@@ -98,7 +101,8 @@ def run_search(name: str, ablations, opts: RunOptions, *, run_fn: Callable[..., 
 
     Raises:
         StudyError: unknown search, or no (readable) data root.
-        ConfigError: overrides that do not resolve, or that set a searched parameter (before any trial).
+        ConfigError: overrides that do not resolve, or that set a searched parameter; an unknown
+            protocol; a point of the space whose model does not build (before any trial).
         MissingWeightsError: the preflight: a checkpoint some point of the space reads is not on
             this machine (before the Optuna study or the MLflow experiment is created).
         WorkerFailure: an error every trial would hit; the trial in progress is queued again.
@@ -107,6 +111,7 @@ def run_search(name: str, ablations, opts: RunOptions, *, run_fn: Callable[..., 
     import optuna
     from mlflow import MlflowClient
 
+    from fer.mlflow_conventions import source_tags
     from fer.tracking import TrackedRun, ensure_experiment, git_commit, tracked_unit, unit_tags
     from studies.ledger import open_storage
 
@@ -122,8 +127,10 @@ def run_search(name: str, ablations, opts: RunOptions, *, run_fn: Callable[..., 
         errors += exc.errors
     if errors:
         raise ConfigError(errors)
-    check_weights(search_configs(ablations, name, preset=preset, overrides=opts.overrides), opts.cache_dir,
-                  preset=preset, study=name, assignments=opts.assignments)
+    points = search_cells(ablations, name, preset=preset, overrides=opts.overrides)
+    check_protocols(points)
+    check_weights(list(points.values()), opts.cache_dir, preset=preset, study=name, assignments=opts.assignments)
+    check_builds(points, opts.cache_dir)
     trials = opts.trials or spec.trials
     if run_fn is None:
         from fer.train.run import run_unit as run_fn
@@ -132,6 +139,10 @@ def run_search(name: str, ablations, opts: RunOptions, *, run_fn: Callable[..., 
         storage = open_storage(opts.storage)
         study = optuna.create_study(study_name=f"search:{name}", storage=storage, load_if_exists=True,
                                     direction="maximize", sampler=_sampler(spec), pruner=_pruner(spec))
+        if study.metric_names != [OBJECTIVE]:
+            with warnings.catch_warnings():  # experimental in Optuna 3.2+, stable in what it stores
+                warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
+                study.set_metric_names([OBJECTIVE])
         client = MlflowClient(tracking_uri=opts.tracking_uri)
         experiment_id = ensure_experiment(client, f"search-{name}")
     except Exception as exc:
@@ -151,7 +162,7 @@ def run_search(name: str, ablations, opts: RunOptions, *, run_fn: Callable[..., 
         parent = client.create_run(experiment_id, run_name=cell,
                                    tags={"study": f"search-{name}", "kind": "trial",
                                          "optuna_trial": str(trial.number), "params": json.dumps(params),
-                                         "git_commit": git_commit()}).info.run_id
+                                         "git_commit": git_commit(), **source_tags(git_commit())}).info.run_id
         runs.append(parent)
         trial.set_user_attr("mlflow_run_id", parent)
         done: list[float] = []
@@ -160,7 +171,8 @@ def run_search(name: str, ablations, opts: RunOptions, *, run_fn: Callable[..., 
                 tags = unit_tags(study=f"search-{name}", cell=cell, fold=fold, seed=spec.seed, config=cfg,
                                  axes=params, optuna_trial=trial.number)
                 with tracked_unit(client, experiment_id, parent_run_id=parent, tags=tags, config=cfg,
-                                  run_name=f"{cell}/fold{fold}", killed_by=pruned) as unit:
+                                  run_name=f"{cell}/fold{fold}", killed_by=pruned, data_root=data_root,
+                                  fold=fold) as unit:
                     runs.append(unit.run_id)
                     reporter = _FoldReporter(trial, unit.logger, spec.pruner, position, epochs, done)
                     result = run_fn(cfg, data_root=data_root, cache_dir=opts.cache_dir, fold=fold,
