@@ -67,8 +67,8 @@ def dataset_input(data, data_root: str | Path, fold: int):
     from fer.data.folds import folds_summary
     from fer.data.prepare import PrepareSettings
 
-    name = getattr(data, "dataset", "ravdess")
-    kwargs = {} if name == "ravdess" else {"dataset": name}
+    name = data.dataset
+    kwargs = {} if name == "ravdess" else {"dataset": name}  # folds_summary's dataset= is new
     with contextlib.redirect_stderr(io.StringIO()):  # its warnings are the unit's to say, once
         summary = folds_summary(data_root, data.protocol, data.vocal_channel, **kwargs)
     split = summary["folds"][fold]
