@@ -25,7 +25,7 @@ from torch.utils.data import DataLoader, Dataset
 from fer.data.augment import build_audio_augment, build_visual_augment
 from fer.data.cache import CacheError, PreparedClip, load_entry
 from fer.data.config import AugmentConfig, DataConfig
-from fer.labels import EMOTIONS
+from fer.labels import emotions
 from fer.slots import AUDIO, FEATURE_SLOTS, VISUAL, FeatureSlot
 
 FeatureHook = Callable[[str], torch.Tensor]
@@ -96,6 +96,7 @@ class PreparedClipDataset(Dataset):
         self.entries = [Path(p) for p in entries]
         self.frames, self.size, self.samples = data_cfg.frames, data_cfg.size, audio_length(data_cfg)
         self.sample_rate = data_cfg.sample_rate
+        self.num_classes = len(emotions(data_cfg.dataset))
         self.mean = torch.tensor(data_cfg.mean).view(1, 3, 1, 1)
         self.std = torch.tensor(data_cfg.std).view(1, 3, 1, 1)
         self.load_frames = load_frames and VISUAL not in replaced
@@ -133,9 +134,9 @@ class PreparedClipDataset(Dataset):
             raise CacheError(f"{path}: audio prepared at {settings['sample_rate']} Hz, the data "
                              f"config (data.sample_rate) asks for {self.sample_rate} Hz")
         label = info["emotion"]
-        if not (isinstance(label, int) and 0 <= label < len(EMOTIONS)):
+        if not (isinstance(label, int) and 0 <= label < self.num_classes):
             raise CacheError(f"{path}: meta clip.emotion {label!r} is not an index in "
-                             f"0..{len(EMOTIONS) - 1}")
+                             f"0..{self.num_classes - 1} (the labels of data.dataset)")
         return str(info["clip_id"]), label, int(info["actor"])
 
     def __getitem__(self, index: int) -> dict:

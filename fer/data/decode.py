@@ -71,13 +71,16 @@ def _open(path: Path):
         raise DecodeError(path, f"corrupt or unreadable media ({exc})") from exc
 
 
-def _count_video_frames(container, stream) -> int:
-    """Frames in the stream: the header count when the container has one, else count packets."""
+def _count_video_frames(path: Path, stream) -> int:
+    """Frames in the stream: the header count when the container has one, else count packets.
+
+    Packets are counted in a second opening of the file: FLV (CREMA-D) has no frame count in
+    its header and refuses to seek back to the start.
+    """
     if stream.frames > 0:
         return stream.frames
-    count = sum(1 for packet in container.demux(stream) if packet.size > 0)
-    container.seek(0)
-    return count
+    with _open(path) as probe:
+        return sum(1 for packet in probe.demux(probe.streams.video[0]) if packet.size > 0)
 
 
 def read_frames(path: str | Path, n: int) -> VideoSample:
@@ -103,7 +106,7 @@ def read_frames(path: str | Path, n: int) -> VideoSample:
         kept: dict[int, np.ndarray] = {}
         n_frames = decoded = 0
         try:
-            n_frames = _count_video_frames(container, stream)
+            n_frames = _count_video_frames(path, stream)
             if n_frames == 0:
                 raise DecodeError(path, "video stream has no frames")
             indices = sample_indices(n_frames, n)

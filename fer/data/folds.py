@@ -1,4 +1,4 @@
-"""The ``folds`` command's work: index a RAVDESS folder by name and count clips per fold.
+"""The ``folds`` command's work: index a dataset folder by name and count clips per fold.
 
 Warnings (the protocol's caveat, files the index skipped) go to stderr, so that with
 ``--json`` stdout carries exactly one JSON object.
@@ -10,39 +10,51 @@ import sys
 from collections import Counter
 from pathlib import Path
 
-from fer.data.protocols import get_protocol
-from fer.data.ravdess import scan_dataset
-from fer.labels import EMOTIONS
+from fer.data.cremad import human_reference
+from fer.data.datasets import get_dataset, resolve_protocol
 
 
-def folds_summary(data_root: str | Path, protocol: str, vocal_channel: str) -> dict:
-    """Clip and class counts of a RAVDESS folder and the actors and clip counts of each fold.
+def folds_summary(data_root: str | Path, protocol: str | None, vocal_channel: str,
+                  dataset: str = "ravdess") -> dict:
+    """Clip and class counts of a dataset folder and the actors and clip counts of each fold.
 
     Args:
-        data_root: folder holding ``Actor_NN`` folders anywhere below it.
-        protocol: protocol name (``fer.data.protocols.PROTOCOLS``).
+        data_root: the dataset's folder (RAVDESS: ``Actor_NN`` folders anywhere below it).
+        protocol: protocol name, None for the dataset's default (``fer.data.datasets``).
         vocal_channel: "speech", "song" or "both".
+        dataset: ``fer.data.datasets.DATASETS`` name.
 
     Returns:
-        ``{"protocol", "n_clips", "n_actors", "class_counts": {emotion: int} (every emotion,
-        EMOTIONS order), "folds": [{"fold", "train", "val", "test", "n_train", "n_val",
-        "n_test"}]}``.
+        ``{"protocol", "n_clips", "n_actors", "class_counts": {emotion: int} (every emotion of
+        the dataset, in label order), "folds": [{"fold", "train", "val", "test", "n_train",
+        "n_val", "n_test"}]}``. Where the dataset has human votes (CREMA-D's summary table),
+        each fold also has ``"human"``: ``{"audio" | "visual" | "av": {"uar", "war"}}`` over its
+        test clips (None for a fold without test clips).
 
     Raises:
         ProtocolError: unknown protocol name (raised before the folder is read).
+        CremaDFileError: CREMA-D's demographics or summary table missing or malformed (named).
     """
-    proto = get_protocol(protocol)
+    ds = get_dataset(dataset)
+    resolve_protocol(dataset, protocol)
+    index = ds.scan(data_root, vocal_channel)
+    proto = ds.protocol(protocol, data_root)
     if proto.warning:
         _warn(proto.warning)
-    index = scan_dataset(data_root, vocal_channel)
     for path, reason in index.problems:
         _warn(f"{path}: {reason}")
     if not index.clips:
         _warn(f"no {vocal_channel} clips found under {data_root}")
     per_actor = Counter(c.actor for c in index.clips)
     per_class = Counter(c.emotion for c in index.clips)
+    votes = ds.human_votes(data_root)
     folds = []
     for fold in proto.folds(per_actor):
+        test = set(fold.test)
+        human = {}
+        if votes is not None:
+            clips = [c for c in index.clips if c.actor in test]
+            human = {"human": human_reference(clips, votes) if clips else None}
         folds.append({
             "fold": fold.index,
             "train": list(fold.train),
@@ -51,12 +63,13 @@ def folds_summary(data_root: str | Path, protocol: str, vocal_channel: str) -> d
             "n_train": sum(per_actor[a] for a in fold.train),
             "n_val": sum(per_actor[a] for a in fold.val),
             "n_test": sum(per_actor[a] for a in fold.test),
+            **human,
         })
     return {
         "protocol": proto.name,
         "n_clips": len(index.clips),
         "n_actors": len(per_actor),
-        "class_counts": {name: per_class[i] for i, name in enumerate(EMOTIONS)},
+        "class_counts": {name: per_class[i] for i, name in enumerate(ds.emotions)},
         "folds": folds,
     }
 

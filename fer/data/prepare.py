@@ -29,7 +29,8 @@ from fer.data.cache import PreparedClip, entry_path, save_entry, settings_dir
 from fer.data.decode import DecodeError, read_audio, read_frames
 from fer.data.face_model import ensure_face_model, sha256_of
 from fer.data.faces import FaceDetector
-from fer.data.ravdess import Clip, scan_dataset
+from fer.data.datasets import get_dataset
+from fer.data.ravdess import Clip, scan_dataset  # noqa: F401 - scan_dataset: kept importable from here
 
 # Bump when the preparation itself changes, so old entries are not mistaken for new ones.
 FORMAT_VERSION = 1
@@ -305,21 +306,22 @@ def _print_summary(report: dict, n_new: int, folder: Path, report_path: Path) ->
 
 def run_prepare(data_root: str | Path | None, cache_dir: str | Path, settings: PrepareSettings, *,
                 workers: int, vocal_channel: str = "speech", face_model: str | Path | None = None,
-                clips: list[Clip] | None = None) -> dict:
-    """Prepare every clip of a RAVDESS folder (or the given clips) into the cache.
+                clips: list[Clip] | None = None, dataset: str = "ravdess") -> dict:
+    """Prepare every clip of a dataset folder (or the given clips) into the cache.
 
     Finished entries are kept; missing or unreadable ones are (re)built; temporary files of
     killed writers are removed first. The report is written atomically to
     ``<cache>/prepare-report.json`` and a summary is printed.
 
     Args:
-        data_root: RAVDESS folder to index; unused when ``clips`` is given.
+        data_root: dataset folder to index; unused when ``clips`` is given.
         cache_dir: cache root; entries go to ``<cache>/prepared/<settings key>/``.
         settings: preprocessing settings (``face_model_sha`` is filled in here).
         workers: processes; 1 prepares in this process.
         vocal_channel: "speech", "song" or "both", for indexing ``data_root``.
         face_model: BlazeFace model file; None for ``ensure_face_model``'s lookup.
-        clips: clips to prepare instead of indexing ``data_root``.
+        clips: clips to prepare instead of indexing ``data_root`` (RAVDESS or CREMA-D clips).
+        dataset: what ``data_root`` holds (``fer.data.datasets``), for indexing it.
 
     Returns:
         ``{"prepared": int, "skipped": [{"file", "reason"}], "flagged": [{"clip", "reason"}]}``.
@@ -331,7 +333,7 @@ def run_prepare(data_root: str | Path | None, cache_dir: str | Path, settings: P
     settings, model = resolve_settings(settings, face_model)
     skipped = []
     if clips is None:
-        index = scan_dataset(data_root, vocal_channel)
+        index = get_dataset(dataset).scan(data_root, vocal_channel)
         clips = index.clips
         skipped = [{"file": str(path), "reason": reason} for path, reason in index.problems]
     folder = settings_dir(Path(cache_dir), settings.key())

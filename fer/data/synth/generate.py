@@ -22,9 +22,9 @@ import numpy as np
 
 from fer.atomic import atomic_write_text
 from fer.data.synth import truth
-from fer.data.synth.face import compose_frame, place_face
+from fer.data.synth.face import Placement, compose_frame, place_face
 from fer.data.synth.motion import render_frames
-from fer.data.synth.plan import ClipSpec, clip_specs, plan_clip, sample_actor
+from fer.data.synth.plan import ClipPlan, ClipSpec, clip_specs, plan_clip, sample_actor
 from fer.data.synth.voice import SAMPLE_RATE, synthesize
 from fer.data.synth.writer import AUDIO_RATE, write_clip
 from fer.labels import EMOTIONS
@@ -49,13 +49,25 @@ def _round(values, digits: int = 2) -> list:
     return np.round(np.asarray(values, dtype=np.float64), digits).tolist()
 
 
-def render_clip(out: Path, spec: ClipSpec, settings: Settings) -> dict:
-    """Render and write one clip.
+@dataclass(frozen=True)
+class Rendered:
+    """One clip's frames (uint8 (N, size, size, 3) RGB), waveform (float32 at SAMPLE_RATE) and plan."""
 
-    Returns:
-        Its manifest entry.
+    frames: np.ndarray
+    audio: np.ndarray
+    plan: ClipPlan
+    placement: Placement
+
+
+def render_media(spec: ClipSpec, settings: Settings, male: bool | None = None) -> Rendered:
+    """Draw and render one clip (nothing written).
+
+    Args:
+        spec: the clip (``spec.emotion`` indexes ``fer.labels.EMOTIONS``).
+        settings: dataset settings.
+        male: the actor's sex; None for RAVDESS's (odd ids male).
     """
-    actor = sample_actor(settings.seed, spec.actor)
+    actor = sample_actor(settings.seed, spec.actor, male)
     plan = plan_clip(spec, actor, settings.seconds, settings.seed)
     size = settings.size
     placement = place_face(plan.pose, size)
@@ -67,9 +79,18 @@ def render_clip(out: Path, spec: ClipSpec, settings: Settings) -> dict:
     audio = synthesize(plan.syllables, round(settings.seconds * SAMPLE_RATE), f0=actor.f0,
                        formant_scale=actor.formant_scale, level_db=plan.level_db,
                        prosody=plan.prosody, rng=plan.audio_rng)
-    write_clip(out / spec.relpath, frames, audio, fps=settings.fps, size=size)
+    return Rendered(frames, audio, plan, placement)
+
+
+def render_clip(out: Path, spec: ClipSpec, settings: Settings) -> dict:
+    """Render and write one clip.
+
+    Returns:
+        Its manifest entry.
+    """
+    clip = render_media(spec, settings)
+    write_clip(out / spec.relpath, clip.frames, clip.audio, fps=settings.fps, size=settings.size)
     emotion = EMOTIONS[spec.emotion]
-    motion = plan.motion
     return {
         "file": spec.relpath,
         "emotion": emotion,
@@ -79,6 +100,14 @@ def render_clip(out: Path, spec: ClipSpec, settings: Settings) -> dict:
         "actor": spec.actor,
         "voice_group": truth.voice_group(emotion),
         "face_group": truth.face_group(emotion),
+        **planted_cues(clip),
+    }
+
+
+def planted_cues(clip: Rendered) -> dict:
+    """The manifest fields of a clip's face, identity and cues (see the module docstring)."""
+    plan, placement, actor, motion = clip.plan, clip.placement, clip.plan.actor, clip.plan.motion
+    return {
         "face_box": _round(placement.box),
         "keypoints": _round(placement.keypoints),
         "pose": asdict(plan.pose),

@@ -95,10 +95,10 @@ def _rng(seed: int, *key: int) -> np.random.Generator:
     return np.random.default_rng(np.random.SeedSequence([seed, *key]))
 
 
-def sample_actor(seed: int, actor: int) -> Actor:
-    """Draw actor ``actor``'s identity from the dataset seed."""
+def sample_actor(seed: int, actor: int, male: bool | None = None) -> Actor:
+    """Draw actor ``actor``'s identity from the dataset seed; ``male`` None: odd ids (RAVDESS)."""
     rng = _rng(seed, 1, actor)
-    male = actor % 2 == 1
+    male = actor % 2 == 1 if male is None else male
     look = Look(tint=tuple(float(x) for x in rng.uniform(0.88, 1.12, 3)),
                 gain=float(rng.uniform(0.88, 1.08)), gamma=float(rng.uniform(0.85, 1.15)),
                 background=tuple(tuple(float(x) for x in 0.6 * rng.uniform(25, 230, 3) + 50)
