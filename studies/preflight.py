@@ -1,4 +1,14 @@
-"""The configurations a study or search can build, and the preflight of their pretrained weights.
+"""The configurations a study or search can build, and the preflight that checks them before training.
+
+Before the first unit, ``study`` and ``tune`` check that every configuration can run:
+
+- its protocol is known (``check_protocols``: no torch, milliseconds);
+- every checkpoint it reads is on this machine (``check_weights``, below);
+- its model builds (``check_builds``): each cell's model is built on the meta device, with random
+  weights and no data, so a ROI budget ``k`` beyond the patch grid, fusion layers beyond the
+  checkpoint's or a frame size that is not a multiple of the patch size is one error per cell,
+  with the config key in the message, before any unit trains. ``study --dry-run`` runs it first,
+  weights or not: the architectures are written in the code.
 
 Before the first unit, ``study`` and ``tune`` check on disk (``fer.weights.resolver``: no network,
 milliseconds) that every checkpoint any of their configurations reads is on this machine. A
@@ -8,12 +18,13 @@ MLflow run is started, the hub is never asked. ``weights list`` and ``weights fe
 same configurations, so the command the message names fetches exactly what was missing.
 
     check_weights([c.config for c in cells], cache_dir, preset="rtx3050", study="fusion-depth")
+    check_builds({c.name: c.config for c in cells}, cache_dir)
 """
 
 from __future__ import annotations
 
 import itertools
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -42,6 +53,94 @@ def check_weights(configs: Sequence[RunConfig], cache_dir: str | Path, *, preset
         raise MissingWeightsError(missing, preset=preset, study=study, assignments=assignments)
 
 
+def check_protocols(configs: Mapping[str, RunConfig]) -> None:
+    """Stop when a configuration names a protocol that does not exist (no torch imported).
+
+    Args:
+        configs: label (a cell's name) -> configuration.
+    Raises:
+        ConfigError: ``(cells LABELS, data.protocol: ...)`` per unknown protocol, the known names listed.
+    """
+    from fer.data.protocols import ProtocolError, get_protocol
+
+    failed = {}
+    for label, cfg in configs.items():
+        try:
+            get_protocol(cfg.data.protocol)
+        except ProtocolError as exc:
+            failed[label] = f"data.protocol: {exc}"
+    if failed:
+        raise ConfigError(_by_message(failed, len(configs)))
+
+
+def check_builds(configs: Mapping[str, RunConfig], cache_dir: str | Path) -> None:
+    """Stop when a configuration's model cannot be built, one error per configuration.
+
+    Each model is built on the meta device with random weights: shapes only, no weights read, no
+    data, no memory, a fraction of a second; the global random state is left as it was. A fusion
+    checkpoint outside the published LFM2 sizes has its architecture (``config.json``) read from
+    disk; when it is not there the configuration is left to ``check_weights``, which names it.
+
+    Args:
+        configs: label (a cell's name) -> configuration.
+        cache_dir: the project's cache (converted checkpoints under ``weights/``).
+    Raises:
+        ConfigError: ``(cells LABELS, what failed)`` per distinct failure (the cells it hit); the
+            message names the config key (``model.visual.roi.k = 128 exceeds the 64 patches ...``).
+    """
+    import torch
+
+    from fer.config import merge
+    from fer.models.model import build_model
+    from fer.weights.resolver import MissingWeightsError, with_local_weights
+
+    failed = {}
+    with torch.random.fork_rng(devices=[]):
+        for label, cfg in configs.items():
+            shapes_only = type(cfg).model_validate(merge(cfg.model_dump(), {"model.random_weights": True}))
+            try:
+                build_model(with_local_weights(shapes_only, cache_dir), device="meta")
+            except MissingWeightsError:
+                continue
+            except Exception as exc:  # whatever a builder raises is this cell's error, reported with the others
+                what = str(exc) if isinstance(exc, ValueError) else f"{type(exc).__name__}: {exc}"
+                failed[label] = f"{what} (preset {cfg.preset})"
+    if failed:
+        raise ConfigError(_by_message(failed, len(configs)))
+
+
+def _by_message(failed: dict[str, str], total: int) -> list[tuple[str, str]]:
+    """``{cell: message}`` -> one ``(cells, message)`` per distinct message, in cell order:
+    ``cell k=128``, ``cells k=128; k=256`` or ``every cell``."""
+    cells: dict[str, list[str]] = {}
+    for label, message in failed.items():
+        cells.setdefault(message, []).append(label)
+    return [("every cell" if len(labels) == total > 1 else
+             f"cell{'s' if len(labels) > 1 else ''} {'; '.join(labels)}", message)
+            for message, labels in cells.items()]
+
+
+def check_study(name: str, ablations, opts, *, weights: bool = True) -> None:
+    """The preflight of study ``name`` under ``opts`` (``studies.options.RunOptions``): protocols,
+    then pretrained weights (unless ``weights`` is False), then every cell's build.
+
+    Raises:
+        StudyError: unknown study.
+        ConfigError: bad overrides or axis values; unknown protocols; cells that do not build.
+        MissingWeightsError: a checkpoint a cell reads is not on this machine.
+    """
+    from studies.grid import expand_cells
+
+    preset = ablations.study_preset(name, opts.preset)
+    cells = expand_cells(ablations.study(name), ablations.defaults, preset=preset, overrides=opts.overrides)
+    configs = {c.name: c.config for c in cells}
+    check_protocols(configs)
+    if weights:
+        check_weights(list(configs.values()), opts.cache_dir, preset=preset, study=name,
+                      assignments=opts.assignments)
+    check_builds(configs, opts.cache_dir)
+
+
 def search_points(space: dict) -> list[dict[str, Any]]:
     """The points of a search space that can differ in what they read from disk.
 
@@ -60,9 +159,10 @@ def search_points(space: dict) -> list[dict[str, Any]]:
     return [dict(zip(values, combo)) for combo in itertools.product(*values.values())]
 
 
-def search_configs(ablations, name: str, *, preset: str | None = None,
-                   overrides: dict[str, Any] | None = None) -> list[RunConfig]:
-    """The configurations of search ``name`` at each of its ``search_points``.
+def search_cells(ablations, name: str, *, preset: str | None = None,
+                 overrides: dict[str, Any] | None = None) -> dict[str, RunConfig]:
+    """The configurations of search ``name``: its base (``"base"``) and each of its ``search_points``,
+    by point name (``layers=6,init=random``).
 
     A point whose configuration does not resolve is left out: its trial fails by itself.
 
@@ -70,22 +170,31 @@ def search_configs(ablations, name: str, *, preset: str | None = None,
         StudyError: unknown search.
         ConfigError: the base (preset, declared and command-line overrides) does not resolve.
     """
+    from studies.grid import cell_name
+
     spec = ablations.search(name)
     base = {**ablations.defaults.overrides, **spec.overrides, **(overrides or {})}
     preset = preset or ablations.defaults.preset
-    configs = [resolve_config(preset, base)]
+    configs = {"base": resolve_config(preset, base)}
     for point in search_points(spec.space):
         try:
-            configs.append(resolve_config(preset, {**base, **point}))
+            configs[cell_name(point) or "base"] = resolve_config(preset, {**base, **point})
         except ConfigError:
             continue
     return configs
 
 
+def search_configs(ablations, name: str, *, preset: str | None = None,
+                   overrides: dict[str, Any] | None = None) -> list[RunConfig]:
+    """``search_cells``' configurations, base first."""
+    return list(search_cells(ablations, name, preset=preset, overrides=overrides).values())
+
+
 def configs_of(ablations, *, preset: str | None = None, study: str | None = None,
                overrides: dict[str, Any] | None = None) -> list[RunConfig]:
     """What ``weights list`` and ``weights fetch`` look at: a preset's configuration (the declared
-    defaults' overrides, then ``overrides``), or every cell of a study, or the points of a search.
+    defaults' overrides, then ``overrides``), or every cell of a study (on the study's own preset
+    unless ``preset`` is given), or the points of a search.
 
     Raises:
         StudyError: ``study`` is neither a declared study nor a search.
@@ -98,7 +207,8 @@ def configs_of(ablations, *, preset: str | None = None, study: str | None = None
         return [resolve_config(preset or ablations.defaults.preset,
                                {**ablations.defaults.overrides, **(overrides or {})})]
     if study in ablations.studies:
-        cells = expand_cells(ablations.study(study), ablations.defaults, preset=preset, overrides=overrides)
+        cells = expand_cells(ablations.study(study), ablations.defaults, preset=ablations.study_preset(study, preset),
+                             overrides=overrides)
         return [c.config for c in cells]
     if study in ablations.searches:
         return search_configs(ablations, study, preset=preset, overrides=overrides)

@@ -49,6 +49,7 @@ class StudySpec(_Strict):
     folds: Literal["all"] | list[int] = "all"
     seeds: list[int] = [0]
     reference: dict[str, Any]  # axis values of the cell every other cell is compared with
+    preset: str | None = None  # the preset the study is meant for; None: the defaults' (--preset beats both)
     overrides: dict[str, Any] = {}  # study-specific delta over the defaults
 
     @field_validator("axes")
@@ -132,6 +133,11 @@ class Ablations(_Strict):
             raise StudyError(f"unknown study {name!r}; declared studies: {', '.join(sorted(self.studies)) or '(none)'}")
         return self.studies[name]
 
+    def study_preset(self, name: str, preset: str | None = None) -> str:
+        """The preset study ``name`` runs on: ``preset`` (``--preset``), else the study's declared
+        one, else the defaults'. A ``StudyError`` for an unknown study."""
+        return preset or self.study(name).preset or self.defaults.preset
+
     def search(self, name: str) -> SearchSpec:
         """The declared search ``name``; a ``StudyError`` listing the declared ones otherwise."""
         if name not in self.searches:
@@ -164,6 +170,8 @@ def _check_delta(where: str, preset: str, overrides: dict[str, Any]) -> list[tup
 
 def _locate(where: str, spec: StudySpec, path: str) -> str:
     """Point a config error at the study key that caused it."""
+    if path == "preset" and spec.preset is not None:
+        return f"{where}.preset"
     if path in spec.overrides and path not in spec.axes:
         return f"{where}.overrides.{path}"
     return f"{where}.axes.{path}"
@@ -187,22 +195,29 @@ def _check_study(name: str, spec: StudySpec, defaults: Defaults) -> list[tuple[s
     if errors:
         return errors
     try:
-        cells = expand_cells(spec, defaults)
+        cells = expand_cells(spec, defaults, preset=spec.preset)
     except ConfigError as exc:
         return [(_locate(where, spec, p), m) for p, m in exc.errors]
     if spec.reference_cell() is None:
         errors.append((f"{where}.reference", f"{spec.reference} matches no cell of the grid"))
-    return errors + _check_folds(where, spec.folds, cells[0].config.data.protocol)
+    protocols = dict.fromkeys(c.config.data.protocol for c in cells)  # an axis may vary it
+    declared = "data.protocol" in spec.axes or "data.protocol" in spec.overrides
+    protocol_at = _locate(where, spec, "data.protocol") if declared else "defaults.overrides.data.protocol"
+    return errors + [e for protocol in protocols for e in _check_folds(where, spec.folds, protocol, protocol_at)]
 
 
-def _check_folds(where: str, folds, protocol: str) -> list[tuple[str, str]]:
-    """Declared fold indices that the protocol does not have, at ``where.folds``."""
+def _check_folds(where: str, folds, protocol: str, protocol_at: str) -> list[tuple[str, str]]:
+    """Declared fold indices that the protocol does not have, at ``where.folds``; an unknown
+    protocol at ``protocol_at``."""
+    from fer.data.protocols import ProtocolError
     from studies.grid import resolve_folds
 
     try:
         resolve_folds(folds, protocol)
     except ConfigError as exc:
         return [(f"{where}.{p}", m) for p, m in exc.errors]
+    except ProtocolError as exc:
+        return [(protocol_at, str(exc))]
     return []
 
 
@@ -229,7 +244,9 @@ def _check_search(name: str, spec: SearchSpec, defaults: Defaults) -> list[tuple
         cfg = resolve_config(defaults.preset, {**defaults.overrides, **spec.overrides, **sample})
     except ConfigError as exc:
         return [(f"{where}.space.{p}", m) for p, m in exc.errors]
-    return _check_folds(where, spec.folds, cfg.data.protocol)
+    protocol_at = next((f"{where}.{key}.data.protocol" for key, paths in (("overrides", spec.overrides),
+                        ("space", spec.space)) if "data.protocol" in paths), "defaults.overrides.data.protocol")
+    return _check_folds(where, spec.folds, cfg.data.protocol, protocol_at)
 
 
 def validate(raw: Any, source: str = "ablations.yaml") -> Ablations:

@@ -138,8 +138,14 @@ def test_only_what_is_missing_is_named_and_the_command_repeats_each_set(tmp_path
 
 
 def test_dry_run_passes_when_every_checkpoint_is_on_disk(tmp_path, empty_hub_cache):
+    from transformers import Lfm2Config
+
+    from fer.models.fusion import PUBLISHED_LFM2
+
     for name in ("siglip", "lfm2"):
         (tmp_path / name).mkdir()
+    # The dry run builds every cell: a local LFM2 needs its architecture (config.json) to build.
+    Lfm2Config(**PUBLISHED_LFM2[LFM700]).to_json_file(tmp_path / "lfm2" / "config.json")
     converted = tmp_path / "cache" / "weights" / "nvidia--stt_en_fastconformer_ctc_large"  # what fetch writes
     converted.mkdir(parents=True)
     (converted / "config.json").write_text("{}")

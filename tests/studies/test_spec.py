@@ -24,8 +24,11 @@ def test_shipped_file_declares_the_issue_studies_and_search():
     assert SHIPPED.studies["fusion-depth"].axes == {"model.fusion.layers": [0, 1, 2, 4, 6]}
 
 
-# What a shipped study reads on the default (tiny) preset: its dry run checks it, exit 2 when missing.
-READS_ON_TINY = {"lfm2-freeze": "LiquidAI/LFM2-350M"}
+# What a shipped study reads on its preset (the default, tiny, unless it declares one): its dry run
+# checks it, exit 2 when missing.
+READS = {"lfm2-freeze": ("tiny", ["LiquidAI/LFM2-350M"]),
+         "roi-tokens": ("rtx3050", ["nvidia/stt_en_fastconformer_ctc_large", "timm/vit_base_patch16_siglip_224.v2_webli",
+                                    "LiquidAI/LFM2-700M"])}
 
 
 @pytest.mark.parametrize("name", sorted(SHIPPED.studies))
@@ -38,10 +41,11 @@ def test_every_shipped_study_dry_runs(name, tmp_path, monkeypatch):
     spec = SHIPPED.studies[name]
     n_cells = len(axis_points(spec.axes, spec.zip))
     assert f"{n_cells * 6 * len(spec.seeds)} units" in result.output
-    if name in READS_ON_TINY:
+    if name in READS:
+        preset, checkpoints = READS[name]
         assert result.exit_code == 2, result.output
-        assert f"  - {READS_ON_TINY[name]} (model.fusion.pretrained" in result.output
-        assert f"python runner.py weights fetch --preset tiny --study {name}\n" in result.output
+        assert all(f"  - {c} (model." in result.output for c in checkpoints), result.output
+        assert f"python runner.py weights fetch --preset {preset} --study {name}\n" in result.output
     else:
         assert result.exit_code == 0, result.output
         assert "weights missing" not in result.output
