@@ -518,17 +518,24 @@ def report(ctx, name, out_dir, tracking_uri, storage, metric, note, cache_dir, f
 @click.option("--out", "out_dir", type=click.Path(path_type=Path, file_okay=False), default=Path("reports/paper"),
               show_default=True)
 @tracking_option
+@click.option("--strict", is_flag=True, help="Exit 1 when a table is missing (its study has no finished unit).")
 @click.pass_context
-def paper(ctx, out_dir, tracking_uri) -> None:
-    """Every table of the paper: section, plus the efficiency table of its declared configurations."""
+def paper(ctx, out_dir, tracking_uri, strict) -> None:
+    """Every table of the paper: section whose study has finished units, plus the efficiency table of
+    its declared configurations; the tables not written yet are listed with the command that runs them."""
     from analysis.paper import measure_efficiency, write_paper
 
     spec = _ablations(ctx)
     rows = measure_efficiency(spec.efficiency_configs())
     with _report_errors():
-        files = write_paper(spec.paper_tables(), tracking_uri=tracking_uri, out_dir=out_dir,
-                            efficiency=rows or None, command=_command())
-    click.echo(f"wrote {len(files)} files to {out_dir}")
+        written = write_paper(spec.paper_tables(), tracking_uri=tracking_uri, out_dir=out_dir,
+                              efficiency=rows or None, command=_command())
+    click.echo(f"wrote {len(written.files)} files to {out_dir}")
+    for table, reason in written.missing.items():
+        click.echo(f"not written: table {table}: {reason}\n  run it: {written.commands[table]}", err=True)
+    if strict and written.missing:
+        _fail(f"--strict: {len(written.missing)} of {len(spec.paper.tables)} paper tables missing "
+              f"({', '.join(written.missing)})", 1)
 
 
 @cli.command()

@@ -14,6 +14,10 @@ The ``paper:`` section of ``ablations.yaml`` (schema and validation: ``studies.s
 A table's reference cell and row order are its study's: the study's declared ``reference`` and
 cell order. This module takes them as plain, already validated data (``PaperTable``).
 
+Partial results are still results: a table whose study has no finished unit yet (no experiment,
+no unit run, every unit failed) is left out and listed, in the README and in ``Paper.missing``,
+with the command that would run it; every other table is written.
+
 The efficiency table comes from rows the caller measures (``measure_efficiency``, the numbers of
 ``runner.py profile``): name, params, params_trainable, gflops, train_mem_mb, clips_per_s (the
 last three optional).
@@ -147,9 +151,30 @@ def render_efficiency(table: pd.DataFrame) -> dict[str, str]:
             "csv": table.to_csv(index=False, float_format=CSV_FLOAT, lineterminator="\n")}
 
 
+@dataclass(frozen=True)
+class Paper:
+    """What ``write_paper`` wrote, and the tables it could not write yet.
+
+    Attributes:
+        files: every written path, README.md last.
+        missing: table name -> why it is missing (its study has no finished unit).
+        commands: table name -> the command that would run its study.
+    """
+
+    files: list[Path]
+    missing: dict[str, str]
+    commands: dict[str, str]
+
+
+def run_command(study: str) -> str:
+    """The command that trains study ``study`` (its declared preset, folds and seeds)."""
+    return f"python runner.py study {study} --data-root DIR"
+
+
 def write_paper(tables: Mapping[str, Mapping], *, tracking_uri: str, out_dir: Path,
-                efficiency: pd.DataFrame | Sequence[Mapping] | None = None, command: str | None = None) -> list[Path]:
-    """Write every declared table (``<name>.csv/.md/.tex``), the efficiency table and a README.
+                efficiency: pd.DataFrame | Sequence[Mapping] | None = None, command: str | None = None) -> Paper:
+    """Write every declared table whose study has finished units (``<name>.csv/.md/.tex``), the
+    efficiency table and a README that lists the tables left out.
 
     Args:
         tables: table name -> the fields of ``PaperTable`` (study, metrics, caption, reference,
@@ -161,11 +186,12 @@ def write_paper(tables: Mapping[str, Mapping], *, tracking_uri: str, out_dir: Pa
         command: command line recorded in the README.
 
     Returns:
-        Every written path, README.md last.
+        ``Paper``: the written paths (README.md last) and the tables left out, each with why and
+        the command that would run its study.
 
     Raises:
         ConfigError: an invalid efficiency row (nothing is written).
-        ReportError: a declared study without finished units, or a bad reference/metric.
+        ReportError: a bad reference or metric of a study that has finished units (nothing is written).
     """
     out_dir = Path(out_dir)
     tables = {name: PaperTable(**entry) for name, entry in tables.items()}
@@ -173,10 +199,16 @@ def write_paper(tables: Mapping[str, Mapping], *, tracking_uri: str, out_dir: Pa
     # Every study is read and checked before the first file is written.
     texts: list[tuple[Path, str, str]] = []
     sources = []
+    missing: dict[str, str] = {}
     for name, spec in tables.items():
-        units = load_study_runs(spec.study, tracking_uri, cell_order=spec.cell_order)
+        try:
+            units = load_study_runs(spec.study, tracking_uri, cell_order=spec.cell_order)
+        except ReportError as exc:  # not run yet (no experiment, no unit), or runs it cannot read
+            missing[name] = str(exc)
+            continue
         if finished(units).empty:
-            raise ReportError(f"paper table {name!r}: study {spec.study!r} has no finished unit")
+            missing[name] = f"study {spec.study!r} has no finished unit ({len(units)} unit runs, none FINISHED)"
+            continue
         for metric in spec.metrics:
             finished(units, metric)
         reference = reference_cell(units, spec.reference)
@@ -195,8 +227,15 @@ def write_paper(tables: Mapping[str, Mapping], *, tracking_uri: str, out_dir: Pa
         texts += [(out_dir / f"efficiency.{suffix}", text, "efficiency over configurations")
                   for suffix, text in render_efficiency(eff).items()]
     files = [(write_text(path, text), desc) for path, text, desc in texts]
+    commands = {name: run_command(tables[name].study) for name in missing}
     lines = ["# Paper tables", "", "Generated from MLflow runs only. Regenerate with:", "", "```",
              command or "python runner.py paper", "```", "", f"- MLflow tracking URI: `{redact_uri(tracking_uri)}`",
-             *sources, "", "## Files", "", "| File | Content |", "|:---|:---|"]
+             *sources]
+    if missing:
+        lines += ["", "## Not written yet", "", "Their studies have no finished unit; run them, then `paper` again:", ""]
+        lines += [f"- `{name}` (study `{tables[name].study}`): {redact_uri(reason)}. Run: `{commands[name]}`"
+                  for name, reason in missing.items()]
+    lines += ["", "## Files", "", "| File | Content |", "|:---|:---|"]
     lines += [f"| [{p.name}]({p.name}) | {desc} |" for p, desc in files]
-    return [p for p, _ in files] + [write_text(out_dir / "README.md", "\n".join(lines) + "\n")]
+    readme = write_text(out_dir / "README.md", "\n".join(lines) + "\n")
+    return Paper(files=[p for p, _ in files] + [readme], missing=missing, commands=commands)

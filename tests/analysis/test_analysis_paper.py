@@ -19,9 +19,10 @@ ROWS = [{"name": "tiny", "params": 1.5e6, "params_trainable": 1.0e6, "gflops": 0
 
 
 def test_write_paper(mlflow_store, tmp_path):
-    files = write_paper(SPEC, tracking_uri=mlflow_store.uri, out_dir=tmp_path, efficiency=pd.DataFrame(ROWS),
+    paper = write_paper(SPEC, tracking_uri=mlflow_store.uri, out_dir=tmp_path, efficiency=pd.DataFrame(ROWS),
                         command="python runner.py paper")
-    assert [p.name for p in files] == ["modality.csv", "modality.md", "modality.tex", "efficiency.md",
+    assert paper.missing == {}
+    assert [p.name for p in paper.files] == ["modality.csv", "modality.md", "modality.tex", "efficiency.md",
                                        "efficiency.tex", "efficiency.csv", "README.md"]
     table = pd.read_csv(tmp_path / "modality.csv").set_index("cell")
     values = [unit_uar("audio", f, s) for f in FOLDS for s in SEEDS]
@@ -65,8 +66,24 @@ def test_efficiency_is_measured_at_each_configs_own_batch_and_precision(monkeypa
     assert [r["train_mem_mb"] for r in rows] == [64.0, 32.0]
 
 
-def test_unfinished_study_is_an_error_before_anything_is_written(mlflow_store, tmp_path):
-    spec = {**SPEC, "broken": {"study": "all-failed", "metrics": ["test/uar"], "caption": "x"}}
-    with pytest.raises(ReportError, match="paper table 'broken': study 'all-failed' has no finished unit"):
+def test_tables_of_studies_without_finished_units_are_listed_and_the_others_written(mlflow_store, tmp_path):
+    spec = {**SPEC, "broken": {"study": "all-failed", "metrics": ["test/uar"], "caption": "x"},
+            "later": {"study": "not-run-yet", "metrics": ["test/uar"], "caption": "y"}}
+    paper = write_paper(spec, tracking_uri=mlflow_store.uri, out_dir=tmp_path / "out")
+    assert [p.name for p in paper.files] == ["modality.csv", "modality.md", "modality.tex", "README.md"]
+    assert paper.missing == {
+        "broken": "study 'all-failed' has no finished unit (1 unit runs, none FINISHED)",
+        "later": f"no MLflow experiment named 'not-run-yet' in {mlflow_store.uri}"}
+    assert paper.commands == {"broken": "python runner.py study all-failed --data-root DIR",
+                              "later": "python runner.py study not-run-yet --data-root DIR"}
+    readme = (tmp_path / "out" / "README.md").read_text()
+    assert ("- `later` (study `not-run-yet`): no MLflow experiment named 'not-run-yet' in "
+            f"{mlflow_store.uri}. Run: `python runner.py study not-run-yet --data-root DIR`") in readme
+    assert "`broken` (study `all-failed`)" in readme and "broken.csv" not in readme
+
+
+def test_a_bad_metric_of_a_finished_study_is_an_error_before_anything_is_written(mlflow_store, tmp_path):
+    spec = {**SPEC, "wrong": {"study": STUDY, "metrics": ["test/nope"], "caption": "x"}}
+    with pytest.raises(ReportError):
         write_paper(spec, tracking_uri=mlflow_store.uri, out_dir=tmp_path / "out")
     assert not (tmp_path / "out").exists()
