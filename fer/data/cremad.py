@@ -103,12 +103,17 @@ def parse_stem(stem: str, name: str | None = None) -> tuple[int, str, int, str]:
 
 
 def _media_files(root: Path):
-    """Yield every .flv/.wav/.mp3 under root, sorted by path."""
+    """Yield (folder, file name) of every .flv/.wav/.mp3 under root, in path order.
+
+    A Path per file would cost more than the rest of the scan: only the files a clip uses
+    become Paths (``_clip``), as children of their folder's.
+    """
     for dirpath, dirnames, filenames in os.walk(root):
         dirnames[:] = sorted(d for d in dirnames if d not in _METADATA_DIRS)
+        folder = Path(dirpath)
         for fname in sorted(filenames):
-            if not fname.startswith(".") and os.path.splitext(fname)[1].lower() in MEDIA_SUFFIXES:
-                yield Path(dirpath) / fname
+            if not fname.startswith(".") and fname[-4:].lower() in MEDIA_SUFFIXES:
+                yield folder, fname
 
 
 def check_vocal_channel(vocal_channel: str) -> None:
@@ -140,33 +145,40 @@ def scan_dataset(root: str | Path, vocal_channel: str = "speech") -> CremaDIndex
     if not Path(root).is_dir():
         raise NotADirectoryError(f"CREMA-D data root {root} is not a folder")
     problems: list[tuple[Path, str]] = []
-    roles: dict[str, dict[str, Path]] = {}  # clip_id -> suffix -> file
+    roles: dict[str, dict[str, tuple[Path, str]]] = {}  # clip_id -> suffix -> (folder, file name)
     fields: dict[str, tuple[int, str, int, str]] = {}
-    for path in _media_files(Path(root)):
-        stem, suffix = os.path.splitext(path.name)
-        try:
-            parsed = parse_stem(stem, path.name)
-        except CremaDNameError as exc:
-            problems.append((path, str(exc)))
-            continue
+    for folder, fname in _media_files(Path(root)):
+        stem, suffix = fname[:-4], fname[-4:].lower()
+        if stem not in fields:  # the clip's other files have the same stem: parsed once
+            try:
+                fields[stem] = parse_stem(stem, fname)
+            except CremaDNameError as exc:
+                problems.append((folder / fname, str(exc)))
+                continue
         clip_roles = roles.setdefault(stem, {})
-        suffix = suffix.lower()
         if suffix in clip_roles:
-            problems.append((path, f"same clip and file type as {clip_roles[suffix]}; using that one"))
+            problems.append((folder / fname, f"same clip and file type as "
+                                             f"{_path(clip_roles[suffix])}; using that one"))
             continue
-        clip_roles[suffix] = path
-        fields[stem] = parsed
+        clip_roles[suffix] = (folder, fname)
     clips = [_clip(cid, fields[cid], roles[cid]) for cid in sorted(roles)]
     return CremaDIndex(clips=clips, problems=problems)
 
 
-def _clip(clip_id: str, fields: tuple[int, str, int, str], files: dict[str, Path]) -> Clip:
+def _path(file: tuple[Path, str]) -> Path:
+    return file[0] / file[1]
+
+
+def _clip(clip_id: str, fields: tuple[int, str, int, str], files: dict[str, tuple[Path, str]]) -> Clip:
     """Pick the frame and audio sources of one clip from its files by extension."""
     actor, sentence, emotion, level = fields
-    video = files.get(".flv")
-    audio = files.get(".wav") or video or files.get(".mp3")
+    video = _path(files[".flv"]) if ".flv" in files else None
+    if ".wav" in files:
+        audio = _path(files[".wav"])
+    else:  # the .flv's own track, else the .mp3 (a clip has at least one of the three)
+        audio = video or _path(files[".mp3"])
     return Clip(clip_id=clip_id, actor=actor, sentence=sentence, emotion=emotion, level=level,
-                video_path=video, audio_path=audio, audio_from_video=audio is not None and audio == video)
+                video_path=video, audio_path=audio, audio_from_video=audio is video)
 
 
 def index_clips(root: str | Path, vocal_channel: str = "speech") -> list[Clip]:
