@@ -495,8 +495,12 @@ def _study_report(spec, name: str, **kwargs) -> list[Path]:
               help="Face detector of the cache key, for the ROI figures of a study varying model.visual.roi.*.")
 @click.option("--examples", type=click.IntRange(0), default=0, show_default=True,
               help="Per cell, N test clips it and the reference cell label differently, with explain figures.")
+@click.option("--data-root", type=click.Path(path_type=Path, exists=True, file_okay=False), default=None,
+              help="CREMA-D folder whose processedResults/summaryTable.csv gives the human (majority vote) rows "
+                   "(default: the data root the units logged).")
 @click.pass_context
-def report(ctx, name, out_dir, tracking_uri, storage, metric, note, cache_dir, face_model, examples) -> None:
+def report(ctx, name, out_dir, tracking_uri, storage, metric, note, cache_dir, face_model, examples,
+           data_root) -> None:
     """Tables, figures and confusion matrices of study NAME (or search NAME) from MLflow alone."""
     spec = _ablations(ctx)
     out_dir = out_dir or Path("reports") / name
@@ -510,7 +514,8 @@ def report(ctx, name, out_dir, tracking_uri, storage, metric, note, cache_dir, f
             files = write_search_report(storage, f"search:{name}", out_dir=out_dir, command=_command())
         else:
             files = _study_report(spec, name, tracking_uri=tracking_uri, out_dir=out_dir, metric=metric, note=note,
-                                  cache_dir=cache_dir, face_model=face_model, examples=examples)
+                                  cache_dir=cache_dir, face_model=face_model, examples=examples,
+                                  data_root=data_root)
     click.echo(f"wrote {len(files)} files to {out_dir}")
 
 

@@ -22,7 +22,6 @@ import pandas as pd
 from analysis.explain import explain_figure
 from analysis.files import safe_name, save_figure, write_text
 from analysis.roi import cache_key, read_predictions
-from fer.labels import EMOTIONS
 
 
 @dataclass(frozen=True)
@@ -79,7 +78,7 @@ def find_disagreements(units: pd.DataFrame, reference: str, tracking_uri: str,
                     found.append(Disagreement(
                         cell=cell, clip_id=clip.clip_id, fold=int(row.fold), seed=int(row.seed), run_id=row.run_id,
                         label=clip.label, pred=clip.pred, reference_pred=clip.pred_ref,
-                        probs={e: float(getattr(clip, f"p_{e}")) for e in EMOTIONS}))
+                        probs={k[2:]: float(v) for k, v in clip._asdict().items() if k.startswith("p_")}))
     return out
 
 

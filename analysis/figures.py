@@ -8,6 +8,9 @@ display, leave no global state and are saved by ``analysis.files.save_figure``.
 - categorical axes only: points with 95% CI error bars over the first axis, one series per
   combination of the other axes, units as dots;
 - confusion matrix of a cell (row-normalised) and a per-class recall heatmap across cells.
+
+A CREMA-D study's metric figures also draw the raters' majority vote per modality as a dashed
+horizontal line (``analysis.human``).
 """
 
 from __future__ import annotations
@@ -18,6 +21,7 @@ import numpy as np
 import pandas as pd
 from matplotlib.figure import Figure
 
+from analysis.human import HUMAN
 from analysis.stats import axis_columns, cell_summary, finished, row_normalise
 from analysis.tables import axis_text, is_percent, metric_label
 
@@ -97,13 +101,24 @@ def _draw_points(ax, summary: pd.DataFrame, valid: pd.DataFrame, metric: str, ax
         ax.legend(fontsize="small", loc="upper left", bbox_to_anchor=(1.01, 1.0))
 
 
-def metric_figure(units: pd.DataFrame, metric: str, *, reference: str | None = None) -> Figure:
+def _draw_human(ax, human: dict[str, float], scale: float) -> None:
+    """One dashed line per modality at the raters' majority vote (mean over folds), labelled."""
+    for k, (modality, value) in enumerate(human.items()):
+        ax.axhline(value * scale, color=f"0.{2 + 2 * k}", linestyle="--", linewidth=1.0, zorder=1,
+                   label=f"{HUMAN}, {modality}: {value * scale:.1f}")
+    ax.legend(fontsize="small", loc="upper left", bbox_to_anchor=(1.01, 1.0))
+
+
+def metric_figure(units: pd.DataFrame, metric: str, *, reference: str | None = None,
+                  human: dict[str, float] | None = None) -> Figure:
     """Metric by the study's axes: a line over the first numeric axis, else points per cell.
 
     Args:
         units: tidy unit frame (FINISHED units with the metric are plotted).
         metric: metric column, e.g. ``"test/uar"``.
         reference: reference cell, marked "(ref)" on a categorical plot.
+        human: ``{modality: value}`` of the raters' majority vote in this metric (a CREMA-D
+            study), each drawn as a reference line; None or empty for none.
 
     Returns:
         The figure; error bars are 95% t intervals, dots the fold-seed units.
@@ -122,6 +137,8 @@ def metric_figure(units: pd.DataFrame, metric: str, *, reference: str | None = N
         _draw_lines(ax, summary, valid, metric, numeric[0], [a for a in axes if a != numeric[0]], half, scale)
     else:
         _draw_points(ax, summary, valid, metric, axes, half, scale, reference)
+    if human:
+        _draw_human(ax, human, scale)
     ax.set_ylabel(metric_label(metric))
     ax.set_title(f"{units.attrs.get('study', '')} {metric}\n{CI_NOTE}".strip(), fontsize="medium")
     ax.grid(axis="y", alpha=0.3)

@@ -3,8 +3,9 @@
 This is the only module of ``analysis`` that talks to MLflow; everything downstream is a pure
 function of the frame it returns. The naming it reads is the tracking contract that
 ``fer.tracking.unit_tags`` writes for study and search alike: one experiment per study, child
-runs tagged ``kind=unit`` with ``study``, ``cell``, ``fold``, ``seed``, ``protocol``,
-``unit_key``, ``git_commit`` and ``axes`` (JSON object {dotted config path: value}).
+runs tagged ``kind=unit`` with ``study``, ``cell``, ``fold``, ``seed``, ``dataset`` (runs from before
+the tag are RAVDESS), ``protocol``, ``unit_key``, ``git_commit`` and ``axes`` (JSON object {dotted
+config path: value}). Per-class recall columns and confusion labels follow the study's dataset.
 
     units = load_study_runs("fusion-depth", "sqlite:///mlflow.db")
     units[["cell", "layers", "fold", "seed", "status", "test/uar"]]
@@ -22,18 +23,27 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from fer.labels import EMOTIONS
+from fer.labels import DATASET_EMOTIONS, EMOTIONS, emotions
 
 FINISHED = "FINISHED"
-RECALL_METRICS = tuple(f"test/recall/{e}" for e in EMOTIONS)
-# Final metrics every unit logs once; always present as columns (NaN where a run lacks them).
-UNIT_METRICS = ("test/uar", "test/war", "test/f1", *RECALL_METRICS,
-                "val/uar_best", "val/war_best", "val/f1_best", "best_epoch")
+DEFAULT_DATASET = "ravdess"  # runs logged before the ``dataset`` tag existed
+
+
+def recall_metrics(labels: Sequence[str]) -> tuple[str, ...]:
+    """``test/recall/<emotion>`` for every emotion of a label set, in its order."""
+    return tuple(f"test/recall/{e}" for e in labels)
+
+
+def unit_metrics(labels: Sequence[str]) -> tuple[str, ...]:
+    """Final metrics every unit logs once; always present as columns (NaN where a run lacks them)."""
+    return ("test/uar", "test/war", "test/f1", *recall_metrics(labels),
+            "val/uar_best", "val/war_best", "val/f1_best", "best_epoch")
+
 EFFICIENCY = ("params/total", "params/trainable", "gflops_per_clip", "train/clips_per_s", "peak_mem_mb")
 # Logged every epoch: MLflow's latest value is the last epoch, not the selected one, so these stay
 # out of the tidy frame (the ``*_best`` metrics carry the selected epoch).
 PER_EPOCH = frozenset({"train/loss", "val/loss", "val/uar", "val/war", "val/f1"})
-ID_COLUMNS = ("study", "cell", "fold", "seed", "status", "protocol", "vocal_channel")
+ID_COLUMNS = ("study", "cell", "fold", "seed", "status", "dataset", "protocol", "vocal_channel")
 META_COLUMNS = ("run_id", "parent_run_id", "unit_key", "git_commit", "artifact_uri")
 CONFUSION_ARTIFACT = "confusion_test.csv"
 
@@ -82,15 +92,59 @@ def _axes(run) -> dict:
     return {k: json.dumps(v, sort_keys=True) if isinstance(v, (list, dict)) else v for k, v in axes.items()}
 
 
+def _data_root(run) -> str | None:
+    """The data root a unit logged as its dataset input's source (``fer.mlflow_conventions``), if any."""
+    inputs = getattr(run, "inputs", None)
+    for item in getattr(inputs, "dataset_inputs", None) or []:
+        try:
+            uri = json.loads(item.dataset.source).get("uri")
+        except (json.JSONDecodeError, AttributeError, TypeError):
+            continue
+        if uri:
+            return str(uri)
+    return None
+
+
 def _unit_row(run, study: str) -> dict:
     """One run as a flat record; ``_axes`` and ``_start`` are working columns dropped later."""
     tags = run.data.tags
     return {"study": tags.get("study", study), "cell": tags.get("cell") or "", "fold": _tag_int(run, "fold"),
-            "seed": _tag_int(run, "seed"), "status": run.info.status, "protocol": tags.get("protocol"),
-            "vocal_channel": run.data.params.get("data.vocal_channel"), "_axes": _axes(run), **run.data.metrics,
+            "seed": _tag_int(run, "seed"), "status": run.info.status,
+            "dataset": tags.get("dataset") or run.data.params.get("data.dataset") or DEFAULT_DATASET,
+            "protocol": tags.get("protocol"),
+            "vocal_channel": run.data.params.get("data.vocal_channel"), "_axes": _axes(run),
+            "_modality": run.data.params.get("model.modality"), "_data_root": _data_root(run), **run.data.metrics,
             "run_id": run.info.run_id, "parent_run_id": tags.get("mlflow.parentRunId"),
             "unit_key": tags.get("unit_key"), "git_commit": tags.get("git_commit"),
             "artifact_uri": run.info.artifact_uri, "_start": run.info.start_time or 0}
+
+
+def study_labels(datasets: Sequence[str]) -> tuple[str, ...]:
+    """The label set of a study's datasets: one dataset's own, else every dataset's emotions in
+    ``fer.labels.DATASET_EMOTIONS`` order (RAVDESS's first)."""
+    known = [d for d in DATASET_EMOTIONS if d in set(datasets)]
+    unknown = sorted(set(datasets) - set(known))
+    if unknown:
+        emotions(unknown[0])  # raises, naming the known datasets
+    if len(known) == 1:
+        return emotions(known[0])
+    return tuple(dict.fromkeys(e for d in known for e in emotions(d))) or EMOTIONS
+
+
+def study_emotions(units: pd.DataFrame) -> tuple[str, ...]:
+    """The emotions of a unit frame: ``attrs["emotions"]`` set by ``load_study_runs``, else those
+    of its ``dataset`` column, else RAVDESS's."""
+    if "emotions" in units.attrs:
+        return tuple(units.attrs["emotions"])
+    if "dataset" in units:
+        return study_labels(units["dataset"].dropna().unique().tolist() or [DEFAULT_DATASET])
+    return EMOTIONS
+
+
+def dataset_names(units: pd.DataFrame) -> list[str]:
+    """The datasets of a unit frame in ``fer.labels.DATASET_EMOTIONS`` order (RAVDESS without a column)."""
+    present = set(units["dataset"].dropna()) if "dataset" in units else {DEFAULT_DATASET}
+    return [d for d in DATASET_EMOTIONS if d in present] + sorted(present - set(DATASET_EMOTIONS))
 
 
 def _axis_series(values: list, index: pd.Index) -> pd.Series:
@@ -157,11 +211,14 @@ def load_study_runs(study: str, tracking_uri: str, *, cell_order: Sequence[str] 
 
     Returns:
         Columns: study, cell, one per axis (``attrs["axes"]`` maps column -> dotted path),
-        fold, seed, status, protocol, vocal_channel, the final test/val metrics, any other
-        non-per-epoch metric (sorted), the efficiency figures, run_id, parent_run_id, unit_key,
-        git_commit, artifact_uri. Rows ordered by cell order, fold, seed. ``attrs`` also holds ``study``,
-        ``experiment_id``, ``tracking_uri``, ``cells`` (ordered) and ``runs`` (unit runs read,
-        before keeping one per unit).
+        fold, seed, status, dataset, protocol, vocal_channel, the final test/val metrics (recall
+        per emotion of the study's label set), any other non-per-epoch metric (sorted), the
+        efficiency figures, run_id, parent_run_id, unit_key, git_commit, artifact_uri. Rows
+        ordered by cell order, fold, seed. ``attrs`` also holds ``study``, ``experiment_id``,
+        ``tracking_uri``, ``cells`` (ordered), ``runs`` (unit runs read, before keeping one per
+        unit), ``emotions`` (the study's label set, ``study_labels``), ``modality`` ({cell:
+        model.modality}) and ``data_roots`` ({dataset: the data root its units logged, the latest
+        unit's}).
 
     Raises:
         ReportError: no experiment named ``study``, no unit run in it, or a run with bad tags.
@@ -199,30 +256,37 @@ def load_study_runs(study: str, tracking_uri: str, *, cell_order: Sequence[str] 
     frame["_cell_rank"] = frame["cell"].map({c: i for i, c in enumerate(cells)})
     frame = frame.sort_values(["_cell_rank", "fold", "seed"], kind="mergesort").reset_index(drop=True)
 
-    known = (*UNIT_METRICS, *EFFICIENCY)
+    labels = study_labels(frame["dataset"].unique().tolist())
+    final = unit_metrics(labels)
+    known = (*final, *EFFICIENCY)
     logged = {k for run in runs for k in run.data.metrics if k not in PER_EPOCH}
     others = sorted(logged - set(known))
     for col in (*known, *others):
         if col not in frame:
             frame[col] = np.nan
-    columns = ["study", "cell", *axis_cols, "fold", "seed", "status", "protocol", "vocal_channel",
-               *UNIT_METRICS, *others, *EFFICIENCY, *META_COLUMNS]
+    columns = ["study", "cell", *axis_cols, "fold", "seed", "status", "dataset", "protocol", "vocal_channel",
+               *final, *others, *EFFICIENCY, *META_COLUMNS]
+    modality = {cell: m for cell, m in zip(frame["cell"], frame["_modality"]) if m is not None}
+    roots = {d: r for d, r, _ in sorted(zip(frame["dataset"], frame["_data_root"], frame["_start"]),
+                                        key=lambda x: x[2]) if r is not None}
     out = frame[columns].copy()
-    for col in (*UNIT_METRICS, *others, *EFFICIENCY):
+    for col in (*final, *others, *EFFICIENCY):
         out[col] = out[col].astype(float)
     out.attrs = {"study": study, "experiment_id": experiment.experiment_id, "tracking_uri": tracking_uri,
-                 "axes": {names[p]: p for p in paths}, "cells": cells, "runs": len(runs)}
+                 "axes": {names[p]: p for p in paths}, "cells": cells, "runs": len(runs), "emotions": labels,
+                 "modality": {cell: modality[cell] for cell in cells if cell in modality}, "data_roots": roots}
     return out
 
 
-def _read_confusion(path: Path, run_id: str) -> pd.DataFrame:
+def _read_confusion(path: Path, run_id: str, dataset: str) -> pd.DataFrame:
     where = f"run {run_id}: {CONFUSION_ARTIFACT}"
     try:
         cm = pd.read_csv(path, index_col=0)
     except (pd.errors.ParserError, pd.errors.EmptyDataError, UnicodeDecodeError) as exc:
         raise ReportError(f"{where}: unreadable CSV ({exc})") from None
-    if list(cm.index) != list(EMOTIONS) or list(cm.columns) != list(EMOTIONS):
-        raise ReportError(f"{where}: rows and columns must be the emotion names {list(EMOTIONS)} in order; "
+    labels = list(emotions(dataset))
+    if list(cm.index) != labels or list(cm.columns) != labels:
+        raise ReportError(f"{where}: rows and columns must be the {dataset} emotion names {labels} in order; "
                           f"got rows {list(cm.index)}, columns {list(cm.columns)}")
     values = cm.to_numpy()
     if not np.issubdtype(values.dtype, np.number) or (values < 0).any() or (values != np.round(values)).any():
@@ -238,8 +302,9 @@ def load_confusions(units: pd.DataFrame, tracking_uri: str) -> dict[str, pd.Data
         tracking_uri: the MLflow store the runs live in (resolves ``mlflow-artifacts:`` URIs).
 
     Returns:
-        ``{cell: 8x8 int counts}`` in the frame's cell order (cells without a finished unit are
-        left out); rows = true emotion, columns = predicted, both labelled with emotion names.
+        ``{cell: CxC int counts}`` in the frame's cell order (cells without a finished unit are
+        left out); rows = true emotion, columns = predicted, both labelled with the emotion names
+        of the unit's dataset (``dataset`` column; RAVDESS without one).
 
     Raises:
         ReportError: a finished unit without the artifact, or an artifact of the wrong form.
@@ -260,7 +325,7 @@ def load_confusions(units: pd.DataFrame, tracking_uri: str) -> dict[str, pd.Data
             except (MlflowException, OSError) as exc:
                 raise ReportError(f"run {row.run_id} (cell {row.cell}, fold {row.fold}, seed {row.seed}): "
                                   f"cannot read artifact {CONFUSION_ARTIFACT} ({exc})") from None
-            cm = _read_confusion(Path(local), row.run_id)
+            cm = _read_confusion(Path(local), row.run_id, getattr(row, "dataset", DEFAULT_DATASET))
             out[row.cell] = out[row.cell] + cm if row.cell in out else cm
     return out
 

@@ -16,8 +16,7 @@ import numpy as np
 import pandas as pd
 from scipy import stats
 
-from analysis.load import FINISHED, RECALL_METRICS, ReportError
-from fer.labels import EMOTIONS
+from analysis.load import FINISHED, ReportError, recall_metrics, study_emotions
 
 
 def axis_columns(units: pd.DataFrame) -> list[str]:
@@ -170,10 +169,12 @@ def paired_comparisons(units: pd.DataFrame, metric: str, reference: str) -> pd.D
 
 
 def per_class_recall(units: pd.DataFrame) -> pd.DataFrame:
-    """Mean test recall per emotion and cell over finished units (rows = cells, columns = emotions)."""
+    """Mean test recall per emotion and cell over finished units (rows = cells, columns = the
+    study's emotions, ``analysis.load.study_emotions``)."""
+    labels = study_emotions(units)
     done = finished(units)
-    table = done.groupby("cell", sort=False)[list(RECALL_METRICS)].mean()
-    table.columns = list(EMOTIONS)
+    table = done.groupby("cell", sort=False)[list(recall_metrics(labels))].mean()
+    table.columns = list(labels)
     return table.reindex([c for c in cells_in_order(units) if c in table.index])
 
 

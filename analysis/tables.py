@@ -5,7 +5,8 @@ fixed decimals and the study's cell order, so the same runs always give the same
 
 Shown per cell: axis values, finished/expected units, mean +- std of each metric (best mean in
 bold, a dagger where the paired t-test against the reference cell is significant after Holm
-correction), parameters and GFLOPs.
+correction), parameters and GFLOPs. A CREMA-D study may end with ``human (majority vote)`` rows
+(``with_human``): the raters' vote per modality, mean +- std over folds, never bold or tested.
 """
 
 from __future__ import annotations
@@ -15,7 +16,9 @@ from collections.abc import Sequence
 
 import pandas as pd
 
-from analysis.stats import axis_columns, cell_summary, cells_in_order, finished, paired_comparisons
+from analysis.human import HUMAN, HumanReference, is_human
+from analysis.load import dataset_names
+from analysis.stats import axis_columns, cell_summary, cells_in_order, finished, mean_ci, paired_comparisons
 
 DAGGER = "\u2020"
 PM = "\u00b1"
@@ -89,19 +92,57 @@ def study_table(units: pd.DataFrame, metrics: Sequence[str], reference: str, *, 
     return table
 
 
+def with_human(table: pd.DataFrame, human: dict[str, HumanReference], metrics: Sequence[str],
+               units: pd.DataFrame) -> pd.DataFrame:
+    """``study_table`` with one ``human (majority vote), <modality>`` row per modality appended.
+
+    A human row has the metric's n, mean, std and interval over the folds (NaN for a metric the
+    votes do not give, e.g. F1), ``finished`` = folds scored, ``expected`` = the study's folds,
+    its modality in an axis column of ``model.modality`` and nothing else: no test, no efficiency.
+    """
+    if not human:
+        return table
+    path_of = units.attrs.get("axes", {})
+    folds = int(units["fold"].nunique())
+    rows = []
+    for ref in human.values():
+        row = {"cell": ref.cell, "reference": False, "finished": len(ref.folds), "expected": folds}
+        row.update({a: ref.modality for a, p in path_of.items() if p == "model.modality" and a in table})
+        for metric in metrics:
+            s = slug(metric)
+            row.update({f"{s}_{k}": v for k, v in mean_ci(ref.values(metric)).items()})
+            row.update({f"{s}_significant": False, f"{s}_note": HUMAN})
+        rows.append(row)
+    # Object axis columns, so that appending a row without a value keeps 16 from becoming 16.0.
+    head = table.astype({a: object for a in axis_columns(units) if a in table})
+    return pd.concat([head, pd.DataFrame(rows, columns=table.columns)], ignore_index=True)
+
+
+def data_text(units: pd.DataFrame) -> str:
+    """The data a study ran on, for captions: ``RAVDESS (speech)``, ``CREMA-D``, or both."""
+    channels = ", ".join(sorted(str(c) for c in units["vocal_channel"].dropna().unique()))
+    names = {"ravdess": f"RAVDESS ({channels})" if channels else "RAVDESS", "crema-d": "CREMA-D"}
+    return " and ".join(names.get(d, d) for d in dataset_names(units))
+
+
 def table_caption(units: pd.DataFrame, metrics: Sequence[str], reference: str, *, title: str,
-                  alpha: float = 0.05) -> str:
-    """Caption naming the metrics, protocol, folds, seeds, the reference and the significance test."""
+                  alpha: float = 0.05, human: bool = False) -> str:
+    """Caption naming the metrics, data, protocol, folds, seeds, the reference and the significance
+    test; with ``human``, what the ``human (majority vote)`` rows are."""
     folds = ", ".join(str(f) for f in sorted(units["fold"].unique()))
     seeds = ", ".join(str(s) for s in sorted(units["seed"].unique()))
     protocols = ", ".join(sorted(str(p) for p in units["protocol"].dropna().unique())) or "unknown"
-    channels = ", ".join(sorted(str(c) for c in units["vocal_channel"].dropna().unique()))
     labels = ", ".join(METRIC_LABELS.get(m, m) for m in metrics)
-    data = f"RAVDESS ({channels})" if channels else "RAVDESS"
-    return (f"{title}. {labels} on {data}, protocol {protocols}, folds {folds}, seeds {seeds}: "
-            f"mean {PM} std over finished fold-seed units (Finished = finished / expected units). "
-            f"Bold: best mean per column. {DAGGER}: different from the reference cell {reference} at "
-            f"alpha = {alpha:g} (paired t-test over matching fold-seed units, Holm-corrected within the study).")
+    caption = (f"{title}. {labels} on {data_text(units)}, protocol {protocols}, folds {folds}, seeds {seeds}: "
+               f"mean {PM} std over finished fold-seed units (Finished = finished / expected units). "
+               f"Bold: best mean per column. {DAGGER}: different from the reference cell {reference} at "
+               f"alpha = {alpha:g} (paired t-test over matching fold-seed units, Holm-corrected within the study).")
+    if human:
+        caption += (f" {HUMAN[0].upper()}{HUMAN[1:]}: the CREMA-D raters' majority vote from the voice (audio), "
+                    f"the face (visual) or both (av), scored on the same test clips per fold (a tie of k emotions "
+                    f"counts 1/k); mean {PM} std over folds (Finished = folds scored / folds), not a trained cell "
+                    "and not tested.")
+    return caption
 
 def _fmt(value: float, decimals: int) -> str:
     return "n/a" if value is None or (isinstance(value, float) and math.isnan(value)) else f"{value:.{decimals}f}"
@@ -119,13 +160,17 @@ def _display(table: pd.DataFrame, metrics: Sequence[str]) -> tuple[list[str], li
     headers = [*label_cols, "Finished", *(metric_label(m) for m in metrics),
                *(header for _, _, header, _, _ in EFFICIENCY_COLUMNS)]
     best = {}
+    cells_only = table[~table["cell"].map(is_human)]  # a human row is never the best cell
     for metric in metrics:
         decimals, scale = _shown_as(metric)
-        shown = [round(v * scale, decimals) for v in table[f"{slug(metric)}_mean"] if not math.isnan(v)]
+        shown = [round(v * scale, decimals) for v in cells_only[f"{slug(metric)}_mean"] if not math.isnan(v)]
         best[metric] = (max if higher_is_better(metric) else min)(shown) if shown else None
     rows = []
     for _, row in table.iterrows():
+        human = is_human(row["cell"])
         cells = [{"text": axis_text(row[c])} for c in label_cols]
+        if human:
+            cells = [{"text": row["cell"]}] + [{"text": ""} for _ in label_cols[1:]]
         if row["reference"]:
             cells[0]["text"] += " (ref)"
         cells.append({"text": f"{row['finished']}/{row['expected']}"})
@@ -135,10 +180,10 @@ def _display(table: pd.DataFrame, metrics: Sequence[str]) -> tuple[list[str], li
             mean, std = row[f"{s}_mean"] * scale, row[f"{s}_std"] * scale
             shown = None if math.isnan(mean) else round(mean, decimals)
             cells.append({"text": _fmt(mean, decimals), "pm": None if math.isnan(std) else _fmt(std, decimals),
-                          "bold": shown is not None and shown == best[metric],
+                          "bold": not human and shown is not None and shown == best[metric],
                           "mark": bool(row[f"{s}_significant"])})
         for _, column, _, _, decimals in EFFICIENCY_COLUMNS:
-            cells.append({"text": _fmt(row[column], decimals)})
+            cells.append({"text": "" if human else _fmt(row[column], decimals)})
         rows.append(cells)
     return headers, rows
 
