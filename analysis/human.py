@@ -22,12 +22,14 @@ import numpy as np
 import pandas as pd
 
 from analysis.load import FINISHED, ReportError
+from fer.data import cremad
+from fer.data.cremad import SUMMARY_TABLE
+from fer.data.datasets import get_dataset
 
 HUMAN = "human (majority vote)"
 HUMAN_DATASET = "crema-d"  # the one dataset with per-clip votes
 MODALITIES = ("audio", "visual", "av")  # vote columns VoiceVote, FaceVote, MultiModalVote
 HUMAN_METRICS = {"test/uar": "uar", "test/war": "war"}  # report metric -> human_reference key
-SUMMARY_TABLE = "processedResults/summaryTable.csv"  # under the data root (fer.data.cremad.SUMMARY_TABLE)
 
 
 @dataclass(frozen=True)
@@ -83,21 +85,20 @@ def human_reference(units: pd.DataFrame, tracking_uri: str, data_root: str | Pat
             row in it, or a unit's predictions that cannot be read.
     """
     from analysis.roi import read_predictions
-    from fer.data import cremad
 
     done = units[(units["status"] == FINISHED) & (units["dataset"] == HUMAN_DATASET)]
     modality_of = units.attrs.get("modality", {})
     present = [m for m in MODALITIES if m in {modality_of.get(c) for c in done["cell"]}]
     if not present:
         return {}
-    table = Path(data_root) / cremad.SUMMARY_TABLE
-    if not table.is_file():
-        raise ReportError(f"{table}: not found; the human reference of a CREMA-D study needs the summary "
-                          "table of the data root given (--data-root)")
+    table = Path(data_root) / SUMMARY_TABLE
     try:
-        votes = cremad.read_summary_table(table)
+        votes = get_dataset(HUMAN_DATASET).human_votes(data_root)
     except cremad.CremaDFileError as exc:
         raise ReportError(str(exc)) from None
+    if votes is None:
+        raise ReportError(f"{table}: not found; the human reference of a CREMA-D study needs the summary "
+                          "table of the data root given (--data-root)")
     clips: dict[tuple[str, int], set[str]] = {}
     with tempfile.TemporaryDirectory(prefix="fer-human-") as tmp:
         for row in done.itertuples(index=False):

@@ -121,12 +121,16 @@ def unit_tags(*, study: str, cell: str, fold: int, seed: int, config, axes: dict
         study: MLflow experiment and report name (``search-<name>`` for a search).
         cell: the cell's name (``layers=2``), or ``trial<N>`` for a search trial.
         fold, seed: the unit's fold index and seed.
-        config: the unit's resolved ``RunConfig`` (its dataset and protocol become tags).
+        config: the unit's resolved ``RunConfig`` (its dataset and the protocol it runs become tags).
         axes: ``{dotted config path: value}`` that make this cell (a trial's suggested params).
         extra: further tags of the caller (ledger trial, unit key, Optuna trial), as strings.
     """
+    from fer.data.datasets import resolve_protocol
+
+    # The protocol the unit ran: data.protocol's RAVDESS default stands for another dataset's own.
+    protocol = resolve_protocol(config.data.dataset, config.data.protocol)
     return {"study": study, "cell": cell, "fold": str(fold), "seed": str(seed),
-            "dataset": config.data.dataset, "protocol": config.data.protocol, "kind": "unit",
+            "dataset": config.data.dataset, "protocol": protocol, "kind": "unit",
             "git_commit": git_commit(),
             "axes": json.dumps(axes), **{k: str(v) for k, v in extra.items()}}
 
