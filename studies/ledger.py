@@ -18,22 +18,64 @@ hit (``studies.failures``): the unit is queued again and no retry is spent.
 A RUNNING trial is stale when its worker's process is gone (same host) or its heartbeat is older
 than the lease: the next ``sync`` fails it with reason ``worker lost`` and enqueues the unit again,
 without counting it against ``--retries``.
+
+A database ledger outlives its connections: when the server restarts or the network drops, every
+ledger call waits for it with back-off (``reconnecting``, up to ``RECONNECT_FOR`` seconds) and goes
+on. A call whose commit reached the server but whose answer was lost is harmless when repeated: a
+claim repeated finds the trial RUNNING and skips it (the trial, with no worker beating, is reclaimed
+after the lease), an enqueue repeated makes a second WAITING trial that ``claim`` prunes as a
+duplicate, a completion repeated finds the trial COMPLETE. Nothing is claimed twice.
 """
 
 from __future__ import annotations
 
 import contextlib
 import fcntl
+import logging
 import os
 import socket
 import threading
 import time
 from pathlib import Path
-from typing import Any, Iterator
+from typing import Any, Callable, Iterator, TypeVar
 
 from fer.procs import pid_alive
 
 WORKER_LOST = "worker lost"
+RECONNECT_FOR = 120.0  # seconds a ledger call waits for an unreachable database before raising
+_log = logging.getLogger(__name__)
+T = TypeVar("T")
+
+
+def connection_lost(exc: BaseException) -> bool:
+    """Whether ``exc``, or what it was raised from, is the database connection failing (server
+    down or restarting, network gone, connection reset), not a statement the database refused."""
+    from sqlalchemy import exc as sa
+
+    seen = set()
+    while exc is not None and id(exc) not in seen:
+        seen.add(id(exc))
+        if isinstance(exc, (sa.OperationalError, sa.InterfaceError)) or getattr(exc, "connection_invalidated", False):
+            return True
+        exc = exc.__cause__ or exc.__context__
+    return False
+
+
+def reconnecting(call: Callable[[], T], *, patience: float = RECONNECT_FOR,
+                 sleep: Callable[[float], None] = time.sleep) -> T:
+    """``call()``, repeated with back-off (0.5 s doubling to 8 s) while the database cannot be
+    reached, for up to ``patience`` seconds; any other error at once. SQLAlchemy drops the dead
+    connections of its pool at the first failure, so the next try opens a fresh one."""
+    delay, deadline = 0.5, time.monotonic() + patience
+    while True:
+        try:
+            return call()
+        except Exception as exc:
+            if not connection_lost(exc) or time.monotonic() + delay > deadline:
+                raise
+            _log.warning("ledger: database unreachable (%s); retrying in %.1f s", type(exc).__name__, delay)
+            sleep(delay)
+            delay = min(2 * delay, 8.0)
 
 
 def open_storage(storage: str):
@@ -41,12 +83,28 @@ def open_storage(storage: str):
     import optuna
 
     if "://" in storage:
-        return optuna.storages.RDBStorage(storage)
+        return _rdb_storage(storage)
     path = Path(storage)
     path.parent.mkdir(parents=True, exist_ok=True)
     from optuna.storages.journal import JournalFileBackend, JournalStorage
 
     return JournalStorage(JournalFileBackend(str(path)))
+
+
+def _rdb_storage(url: str, attempts: int = 5):
+    """Optuna's RDB storage of ``url``. Workers started together on an empty database race to
+    create its tables; the loser's ``CREATE`` collides with the winner's and it tries again,
+    finding them made (PostgreSQL creates them all in one transaction)."""
+    import optuna
+    from sqlalchemy.exc import IntegrityError, ProgrammingError
+
+    for attempt in range(attempts):
+        try:
+            return optuna.storages.RDBStorage(url)
+        except (IntegrityError, ProgrammingError):
+            if attempt == attempts - 1:
+                raise
+            time.sleep(0.2 * (attempt + 1))
 
 
 def _crashes(trials: list) -> int:
@@ -71,9 +129,9 @@ class Ledger:
 
         optuna.logging.set_verbosity(optuna.logging.WARNING)
         self.storage_path = storage
-        self.storage = open_storage(storage)
-        self.study = optuna.create_study(study_name=name, storage=self.storage, load_if_exists=True,
-                                         direction="maximize")
+        self.storage = reconnecting(lambda: open_storage(storage))
+        self.study = reconnecting(lambda: optuna.create_study(
+            study_name=name, storage=self.storage, load_if_exists=True, direction="maximize"))
         self.study_id = self.study._study_id
         self.lease = lease
         self.host = socket.gethostname()
@@ -86,13 +144,17 @@ class Ledger:
             return None
         import optuna
 
-        if name not in optuna.study.get_all_study_names(open_storage(storage)):
+        if name not in reconnecting(lambda: optuna.study.get_all_study_names(open_storage(storage))):
             return None
         return cls(storage, name)
 
     # -- reading -------------------------------------------------------------------------------
+    def _db(self, method: Callable[..., T], *args: Any, **kwargs: Any) -> T:
+        """``method(*args, **kwargs)`` of the storage or study, waiting out a lost connection."""
+        return reconnecting(lambda: method(*args, **kwargs))
+
     def trials(self) -> list:
-        return self.study.get_trials(deepcopy=False)
+        return self._db(self.study.get_trials, deepcopy=False)
 
     def by_key(self) -> dict[str, list]:
         out: dict[str, list] = {}
@@ -163,8 +225,8 @@ class Ledger:
         for t in self.trials():
             if t.state == TrialState.RUNNING and self._is_stale(t):
                 try:
-                    self.storage.set_trial_user_attr(t._trial_id, "fail_reason", WORKER_LOST)
-                    self.storage.set_trial_state_values(t._trial_id, TrialState.FAIL)
+                    self._db(self.storage.set_trial_user_attr, t._trial_id, "fail_reason", WORKER_LOST)
+                    self._db(self.storage.set_trial_state_values, t._trial_id, TrialState.FAIL)
                 except UpdateFinishedTrialError:
                     continue
                 reaped.append(t)
@@ -187,7 +249,7 @@ class Ledger:
                        for t in states):
                     continue
                 if _crashes(states) <= retries:
-                    self.study.enqueue_trial({}, user_attrs=self.unit_attrs(unit))
+                    self._db(self.study.enqueue_trial, {}, user_attrs=self.unit_attrs(unit))
         return reaped
 
     @staticmethod
@@ -199,22 +261,21 @@ class Ledger:
         from optuna.exceptions import UpdateFinishedTrialError
         from optuna.trial import TrialState
 
-        for t in sorted(self.study.get_trials(deepcopy=False, states=(TrialState.WAITING,)),
+        for t in sorted(self._db(self.study.get_trials, deepcopy=False, states=(TrialState.WAITING,)),
                         key=lambda t: t.number):
             if t.user_attrs.get("unit_key") not in keys:
                 continue
             try:
-                if not self.storage.set_trial_state_values(t._trial_id, TrialState.RUNNING):
+                if not self._db(self.storage.set_trial_state_values, t._trial_id, TrialState.RUNNING):
                     continue
             except UpdateFinishedTrialError:
                 continue
-            self.storage.set_trial_user_attr(t._trial_id, "worker", self.worker)
-            self.storage.set_trial_user_attr(t._trial_id, "heartbeat", time.time())
+            self.set_attrs(t, worker=self.worker, heartbeat=time.time())
             if self._duplicate(t):
-                self.storage.set_trial_user_attr(t._trial_id, "duplicate", True)
-                self.storage.set_trial_state_values(t._trial_id, TrialState.PRUNED)
+                self.set_attrs(t, duplicate=True)
+                self._db(self.storage.set_trial_state_values, t._trial_id, TrialState.PRUNED)
                 continue
-            return self.storage.get_trial(t._trial_id)
+            return self._db(self.storage.get_trial, t._trial_id)
         return None
 
     def _duplicate(self, trial) -> bool:
@@ -232,13 +293,18 @@ class Ledger:
 
     def set_attrs(self, trial, **attrs: Any) -> None:
         for k, v in attrs.items():
-            self.storage.set_trial_user_attr(trial._trial_id, k, v)
+            self._db(self.storage.set_trial_user_attr, trial._trial_id, k, v)
 
     def complete(self, trial, value: float, **attrs: Any) -> None:
+        from optuna.exceptions import UpdateFinishedTrialError
         from optuna.trial import TrialState
 
         self.set_attrs(trial, **attrs)
-        self.storage.set_trial_state_values(trial._trial_id, TrialState.COMPLETE, values=[value])
+        try:
+            self._db(self.storage.set_trial_state_values, trial._trial_id, TrialState.COMPLETE, values=[value])
+        except UpdateFinishedTrialError:  # a retry after a commit whose answer was lost
+            if self._db(self.storage.get_trial, trial._trial_id).state != TrialState.COMPLETE:
+                raise
 
     def release(self, trial, reason: str) -> None:
         """Put a claimed trial back in the queue (RUNNING -> WAITING): not a failure of the unit.
@@ -249,17 +315,18 @@ class Ledger:
         from optuna.trial import TrialState
 
         self.set_attrs(trial, released=reason[:2000])
-        self.storage.set_trial_state_values(trial._trial_id, TrialState.WAITING)
+        self._db(self.storage.set_trial_state_values, trial._trial_id, TrialState.WAITING)
 
     def fail(self, trial, reason: str) -> None:
         from optuna.trial import TrialState
 
         self.set_attrs(trial, fail_reason=reason[:2000])
-        self.storage.set_trial_state_values(trial._trial_id, TrialState.FAIL)
+        self._db(self.storage.set_trial_state_values, trial._trial_id, TrialState.FAIL)
 
     @contextlib.contextmanager
     def heartbeat(self, trial, every: float | None = None) -> Iterator[None]:
-        """Renew the trial's heartbeat from a background thread while the unit trains."""
+        """Renew the trial's heartbeat from a background thread while the unit trains (a beat
+        that cannot reach the database is skipped, not waited for: the lease allows for some)."""
         every = every or self.lease / 4
         stop = threading.Event()
 
@@ -278,7 +345,7 @@ class Ledger:
 
     # -- study-level attributes (parent runs) ----------------------------------------------------
     def get_study_attr(self, key: str) -> Any:
-        return self.storage.get_study_user_attrs(self.study_id).get(key)
+        return self._db(self.storage.get_study_user_attrs, self.study_id).get(key)
 
     def set_study_attr(self, key: str, value: Any) -> None:
-        self.storage.set_study_user_attr(self.study_id, key, value)
+        self._db(self.storage.set_study_user_attr, self.study_id, key, value)
