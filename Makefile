@@ -6,7 +6,7 @@ STAMP   := $(VENV)/.installed
 DEMO    ?= demo
 PYTEST_ARGS ?=
 
-.PHONY: setup test test-fast demo face-model clean-demo
+.PHONY: setup test test-fast demo face-model postgres-server clean-demo
 
 setup: $(STAMP) face-model
 
@@ -21,10 +21,17 @@ $(STAMP): pyproject.toml
 face-model: $(STAMP)
 	$(VPY) -m fer.data.face_model
 
-test: setup
+# PostgreSQL's server programs (initdb, pg_ctl), for the several-machines tests' throwaway cluster;
+# installed with apt-get only where they are missing.
+postgres-server:
+	@ls /usr/lib/postgresql/*/bin/initdb >/dev/null 2>&1 || { \
+	  SUDO=$$([ "$$(id -u)" -eq 0 ] || echo sudo); \
+	  $$SUDO apt-get update -qq && $$SUDO env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq postgresql; }
+
+test: setup postgres-server
 	$(VPY) -m pytest $(PYTEST_ARGS)
 
-test-fast: setup
+test-fast: setup postgres-server
 	$(VPY) -m pytest -m "not slow" -x -q $(PYTEST_ARGS)
 
 demo: setup
