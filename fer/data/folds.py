@@ -115,3 +115,13 @@ def render_folds(summary: dict) -> None:
         folds.add_row(str(f["fold"]), _ranges(f["test"]), _ranges(f["val"]), _ranges(f["train"]),
                       str(f["n_test"]), str(f["n_val"]), str(f["n_train"]))
     console.print(folds)
+    if any(f.get("human") for f in summary["folds"]):
+        human = Table(title="human majority vote, test clips: UAR / WAR %")
+        human.add_column("fold")
+        for modality in ("audio", "visual", "av"):
+            human.add_column(modality, justify="right")
+        for f in summary["folds"]:
+            h = f.get("human") or {}
+            human.add_row(str(f["fold"]), *(f"{100 * h[m]['uar']:.1f} / {100 * h[m]['war']:.1f}" if m in h else "-"
+                                            for m in ("audio", "visual", "av")))
+        console.print(human)

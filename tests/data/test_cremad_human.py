@@ -122,3 +122,6 @@ def test_folds_json_gives_each_fold_the_human_reference_of_its_test_clips(table)
     assert folds[1]["human"]["visual"]["war"] == pytest.approx(2.5 / 3)
     assert [f["human"] for f in folds[2:]] == [None, None, None]
     assert all(0 <= v <= 1 for f in folds[:2] for m in f["human"].values() for v in m.values())
+    table = CliRunner().invoke(cli, ["folds", "--dataset", "crema-d", "--data-root", str(root)]).stdout
+    assert "human majority vote" in table
+    assert "62.5 / 66.7" in table and "44.4 / 44.4" in table  # fold 0 and fold 1 audio
