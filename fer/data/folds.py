@@ -29,7 +29,8 @@ def folds_summary(data_root: str | Path, protocol: str | None, vocal_channel: st
         the dataset, in label order), "folds": [{"fold", "train", "val", "test", "n_train",
         "n_val", "n_test"}]}``. Where the dataset has human votes (CREMA-D's summary table),
         each fold also has ``"human"``: ``{"audio" | "visual" | "av": {"uar", "war"}}`` over its
-        test clips (None for a fold without test clips).
+        test clips that have votes (None for a fold without any; clips without votes are
+        counted in a warning).
 
     Raises:
         ProtocolError: unknown protocol name (raised before the folder is read).
@@ -53,7 +54,11 @@ def folds_summary(data_root: str | Path, protocol: str | None, vocal_channel: st
         test = set(fold.test)
         human = {}
         if votes is not None:
-            clips = [c for c in index.clips if c.actor in test]
+            clips = [c for c in index.clips if c.actor in test and c.clip_id in votes]
+            unvoted = sum(c.actor in test for c in index.clips) - len(clips)
+            if unvoted:
+                _warn(f"fold {fold.index}: {unvoted} test clips have no row in the summary table; "
+                      "its human reference leaves them out")
             human = {"human": human_reference(clips, votes) if clips else None}
         folds.append({
             "fold": fold.index,

@@ -107,7 +107,7 @@ def test_repeated_clip_and_missing_column_are_named(tmp_path):
 
 def test_folds_json_gives_each_fold_the_human_reference_of_its_test_clips(table):
     root = table.parent.parent
-    for name in ASKED:
+    for name in [*ASKED, "1002_WSI_SAD_XX"]:  # the last has no row in the table
         (root / "VideoFlash").mkdir(exist_ok=True)
         (root / "VideoFlash" / f"{name}.flv").touch()
     (root / "VideoDemographics.csv").write_text('"ActorID","Sex"\n1001,"Male"\n1002,"Female"\n')
@@ -115,6 +115,8 @@ def test_folds_json_gives_each_fold_the_human_reference_of_its_test_clips(table)
     assert result.exit_code == 0, result.output
     folds = json.loads(result.stdout)["folds"]
     assert [f["test"] for f in folds] == [[1001], [1002], [], [], []]
+    assert result.stderr == "warning: fold 1: 1 test clips have no row in the summary table; its human reference leaves them out\n"
+    assert folds[1]["n_test"] == 4
     assert list(folds[0]) == ["fold", "train", "val", "test", "n_train", "n_val", "n_test", "human"]
     assert folds[0]["human"]["audio"] == {"uar": pytest.approx(0.625), "war": pytest.approx(2 / 3)}
     # Actor 1002: happy, neutral, sad; voice credits 1/3, 1, 0 -> WAR = UAR = 4/9.
