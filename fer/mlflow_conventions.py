@@ -32,6 +32,14 @@ EXPERIMENT_TAGS = {"mlflow.experimentKind": "custom_model_development"}
 SYSTEM_METRICS_ENV = "MLFLOW_ENABLE_SYSTEM_METRICS_LOGGING"  # MLflow's own switch
 
 
+def quiet_store_setup() -> None:
+    """MLflow's INFO lines on creating or migrating a database store ("Creating initial MLflow
+    database tables...") stay off the terminal, unless ``runner.py -v``."""
+    if not verbose():
+        for name in ("mlflow.store.db.utils", "alembic.runtime.migration"):
+            logging.getLogger(name).setLevel(logging.WARNING)
+
+
 def source_tags(commit: str) -> dict[str, str]:
     """``mlflow.source.{name,type,git.commit}`` and ``mlflow.user`` of a run started by this process.
 
@@ -87,6 +95,17 @@ def dataset_input(data, data_root: str | Path, fold: int):
 def enable_system_metrics() -> None:
     """System metrics for every unit run of this process and the processes it starts."""
     os.environ[SYSTEM_METRICS_ENV] = "true"
+
+
+def log_inputs(client, run_id: str, inputs: list) -> None:
+    """``client.log_inputs``, tried twice: workers starting units of one fold at once both add its
+    dataset to the experiment, and the slower one's insert fails; the second try finds it there."""
+    from mlflow.exceptions import MlflowException
+
+    try:
+        client.log_inputs(run_id, datasets=inputs)
+    except MlflowException:
+        client.log_inputs(run_id, datasets=inputs)
 
 
 def system_metrics_on() -> bool:

@@ -27,7 +27,7 @@ from pathlib import Path
 from typing import Any
 
 from fer.labels import EMOTIONS
-from fer.mlflow_conventions import EXPERIMENT_TAGS, dataset_input, source_tags, system_metrics
+from fer.mlflow_conventions import EXPERIMENT_TAGS, dataset_input, log_inputs, source_tags, system_metrics
 
 VERSIONED_PACKAGES = ("torch", "torchvision", "transformers", "timm", "accelerate", "peft", "optuna",
                       "mlflow", "mediapipe", "av", "numpy", "scikit-learn", "fer")
@@ -293,8 +293,8 @@ def tracked_unit(client, experiment_id: str, *, parent_run_id: str | None, tags:
         config: the unit's resolved ``RunConfig``: params, ``config.yaml`` artifact.
         run_name: the run's display name.
         killed_by: exception types that end the run KILLED instead of FAILED.
-        data_root, fold: the unit's data, logged as its dataset input (``mlflow_conventions``);
-            None logs none.
+        data_root, fold: the unit's data, logged as its dataset input (``mlflow_conventions``),
+            on the parent run too (once per fold); None logs none.
     """
     from fer.config import flatten
 
@@ -302,6 +302,8 @@ def tracked_unit(client, experiment_id: str, *, parent_run_id: str | None, tags:
     run_id = start_unit_run(client, experiment_id, parent_run_id=parent_run_id, tags=tags,
                             params=flatten(config), run_name=run_name)
     if inputs:
-        client.log_inputs(run_id, datasets=inputs)
+        log_inputs(client, run_id, inputs)
+        if parent_run_id:  # the cell's or trial's run: the data of each of its folds
+            log_inputs(client, parent_run_id, inputs)
     return TrackedRun(client, run_id, config=config, killed_by=killed_by,
                       monitor=system_metrics(run_id, client.tracking_uri))

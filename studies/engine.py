@@ -84,9 +84,10 @@ class _Tracker:
     def __init__(self, study: str, tracking_uri: str, ledger: Ledger):
         from mlflow import MlflowClient
 
-        from fer.mlflow_conventions import source_tags
+        from fer.mlflow_conventions import quiet_store_setup, source_tags
         from fer.tracking import ensure_experiment, git_commit
 
+        quiet_store_setup()
         self.client = MlflowClient(tracking_uri=tracking_uri)
         self.experiment_id = ensure_experiment(self.client, study)
         self.study = study

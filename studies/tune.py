@@ -111,7 +111,7 @@ def run_search(name: str, ablations, opts: RunOptions, *, run_fn: Callable[..., 
     import optuna
     from mlflow import MlflowClient
 
-    from fer.mlflow_conventions import source_tags
+    from fer.mlflow_conventions import quiet_store_setup, source_tags
     from fer.tracking import TrackedRun, ensure_experiment, git_commit, tracked_unit, unit_tags
     from studies.ledger import open_storage
 
@@ -143,6 +143,7 @@ def run_search(name: str, ablations, opts: RunOptions, *, run_fn: Callable[..., 
             with warnings.catch_warnings():  # experimental in Optuna 3.2+, stable in what it stores
                 warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
                 study.set_metric_names([OBJECTIVE])
+        quiet_store_setup()
         client = MlflowClient(tracking_uri=opts.tracking_uri)
         experiment_id = ensure_experiment(client, f"search-{name}")
     except Exception as exc:

@@ -78,11 +78,15 @@ def test_study_runs_follow_mlflow_conventions(tmp_path, data_root, monkeypatch):
     # The same data for both cells of a fold; another fold is another split of it.
     assert {f: len(d) for f, d in digests.items()} == {"0": 1, "1": 1}
     assert digests["0"] != digests["1"]
-    # The runs table's dataset filter.
-    for name, n in (("ravdess-speech", 4), ("ravdess-song", 0)):
+    for run in runs["cell"]:  # a cell's run holds the data of each of its folds
+        inputs = client.get_run(run.info.run_id).inputs.dataset_inputs
+        assert {i.dataset.digest for i in inputs} == digests["0"] | digests["1"]
+    # The runs table's dataset filter: 4 units and their 2 cells.
+    for name, n in (("ravdess-speech", 6), ("ravdess-song", 0)):
         found = client.search_runs([exp.experiment_id], filter_string=f"dataset.name = '{name}'")
         assert len(found) == n
-    found = client.search_runs([exp.experiment_id], filter_string=f"dataset.digest = '{digests['1'].pop()}'")
+    (fold1,) = digests["1"]
+    found = client.search_runs([exp.experiment_id], filter_string=f"dataset.digest = '{fold1}' and tags.kind = 'unit'")
     assert sorted(r.data.tags["fold"] for r in found) == ["1", "1"]
 
 
@@ -156,3 +160,21 @@ def test_search_units_carry_the_dataset_and_source(tmp_path, data_root):
         assert run.data.tags["mlflow.source.type"] == "LOCAL"
     units = [client.get_run(r.info.run_id) for r in runs if r.data.tags["kind"] == "unit"]
     assert sorted(json.loads(u.inputs.dataset_inputs[0].dataset.profile)["fold"] for u in units) == [0, 2]
+
+
+def test_a_dataset_another_worker_just_added_is_logged_on_the_second_try():
+    from mlflow.exceptions import MlflowException
+
+    from fer.mlflow_conventions import log_inputs
+
+    class Client:
+        calls = 0
+
+        def log_inputs(self, run_id, datasets):
+            self.calls += 1
+            if self.calls == 1:
+                raise MlflowException("UNIQUE constraint failed: datasets.experiment_id, datasets.name")
+
+    client = Client()
+    log_inputs(client, "run", ["dataset"])
+    assert client.calls == 2
