@@ -111,7 +111,8 @@ def main() -> None:
           f"class counts {json.dumps(summary['class_counts'])}; test actors per fold "
           f"{[len(f['test']) for f in summary['folds']]}")
     print(f"load average before: {load}, after: {os.getloadavg()[0]:.1f} on {os.cpu_count()} cores")
-    print("| tree | folds_summary wall (s) | folds_summary CPU (s) | `runner.py folds --dataset crema-d --json` wall (s) |")
+    print("| tree | folds_summary wall (s) | folds_summary CPU (s) "
+          "| `runner.py folds --dataset crema-d --json` wall (s) |")
     print("|---|---:|---:|---:|")
     for label, wall, cpu, cli_wall in rows:
         print(f"| {n_files} files, {label} | {wall:.3f} | {cpu:.3f} | {cli_wall:.3f} |")

@@ -3,7 +3,8 @@
 A dataset (``data.dataset``) says which clips a folder holds (from file names alone), their
 label set (``fer.labels.emotions``), the cross-validation protocols it supports and which one is
 its default, each actor's sex, and, where the corpus has them, the human raters' votes per clip
-(``fer.data.cremad.human_reference`` turns them into UAR and WAR over a set of clips). RAVDESS (``fer.data.ravdess``) and CREMA-D (``fer.data.cremad``) implement it.
+(``fer.data.cremad.human_reference`` turns them into UAR and WAR over a set of clips). RAVDESS
+(``fer.data.ravdess``) and CREMA-D (``fer.data.cremad``) implement it.
 
 Clips of either dataset carry the fields the training code reads: ``clip_id``, ``emotion`` (index
 into the dataset's label set), ``actor``, ``video_path`` (frames), ``audio_path`` and

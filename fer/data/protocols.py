@@ -1,10 +1,11 @@
 """Speaker-independent cross-validation protocols: actors in blocks, one block tested per fold.
 
-The RAVDESS protocols (``PROTOCOLS``) are fixed: folds are defined over actor ids 1..24 in blocks of four (block b = actors 4b+1..4b+4, two
-male and two female, since odd actors are male). ``Protocol.folds(actors)`` keeps only the
-actors present, without moving the blocks: on a small synthetic set with actors 1..6, fold 0
-tests actors 1-4 and fold 1 tests 5-6, and folds whose block is absent have an empty test
-set. Fold numbering is therefore the same on every dataset.
+The RAVDESS protocols (``PROTOCOLS``) are fixed: folds are defined over actor ids 1..24 in
+blocks of four (block b = actors 4b+1..4b+4, two male and two female, since odd actors are
+male). ``Protocol.folds(actors)`` keeps only the actors present, without moving the blocks: on
+a small synthetic set with actors 1..6, fold 0 tests actors 1-4 and fold 1 tests 5-6, and folds
+whose block is absent have an empty test set. Fold numbering is therefore the same on every
+dataset.
 
 A protocol whose blocks depend on the data (CREMA-D's, dealt by sex from the demographics
 file) is built by its dataset with :func:`rotating` over :func:`round_robin` blocks; it names

@@ -115,7 +115,8 @@ def test_folds_json_gives_each_fold_the_human_reference_of_its_test_clips(table)
     assert result.exit_code == 0, result.output
     folds = json.loads(result.stdout)["folds"]
     assert [f["test"] for f in folds] == [[1001], [1002], [], [], []]
-    assert result.stderr == "warning: fold 1: 1 test clips have no row in the summary table; its human reference leaves them out\n"
+    assert result.stderr == ("warning: fold 1: 1 test clips have no row in the summary table; "
+                             "its human reference leaves them out\n")
     assert folds[1]["n_test"] == 4
     assert list(folds[0]) == ["fold", "train", "val", "test", "n_train", "n_val", "n_test", "human"]
     assert folds[0]["human"]["audio"] == {"uar": pytest.approx(0.625), "war": pytest.approx(2 / 3)}

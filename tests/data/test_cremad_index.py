@@ -61,7 +61,8 @@ def write_tree(root: Path) -> Path:
     for rel in (".DS_Store", "README.txt", "AudioWAV/._1001_IEO_HAP_LO.wav", "__MACOSX/VideoFlash/1001_IEO_HAP_LO.flv"):
         touch(root / rel)
     touch(root / "extra" / "1001_IEO_ANG_LO.flv")  # a second .flv of a clip: the first in path order wins
-    rows = ['"ActorID","Age","Sex","Race","Ethnicity"'] + [f'{a},30,"{s}","Asian","Not Hispanic"' for a, s in SEX.items()]
+    rows = ['"ActorID","Age","Sex","Race","Ethnicity"']
+    rows += [f'{a},30,"{s}","Asian","Not Hispanic"' for a, s in SEX.items()]
     (root / "VideoDemographics.csv").write_text("\n".join(rows) + "\n")
     return root
 

@@ -92,9 +92,10 @@ def test_folds_then_prepare_a_few_clips(small, tmp_path, face_model):
     # Males 1001, 1004, 1005 then females 1002, 1003: one actor per block.
     assert [f["test"] for f in out["folds"]] == [[1001], [1004], [1005], [1002], [1003]]
     clips = get_dataset("crema-d").scan(small).clips
+    table = small / "processedResults" / "summaryTable.csv"
     for fold in out["folds"]:
         tested = [c for c in clips if c.actor in fold["test"]]
-        assert fold["human"] == json.loads(json.dumps(human_reference(tested, small / "processedResults" / "summaryTable.csv")))
+        assert fold["human"] == json.loads(json.dumps(human_reference(tested, table)))
 
     (small / "AudioWAV" / f"{clips[1].clip_id}.wav").unlink()  # that clip's audio now from the FLV
     clips = get_dataset("crema-d").scan(small).clips[:3]
