@@ -311,7 +311,8 @@ def run_prepare(data_root: str | Path | None, cache_dir: str | Path, settings: P
 
     Finished entries are kept; missing or unreadable ones are (re)built; temporary files of
     killed writers are removed first. The report is written atomically to
-    ``<cache>/prepare-report.json`` and a summary is printed.
+    ``<cache>/prepare-report.json`` and a summary is printed (for given ``clips``, only when
+    some were missing).
 
     Args:
         data_root: dataset folder to index; unused when ``clips`` is given.
@@ -332,7 +333,8 @@ def run_prepare(data_root: str | Path | None, cache_dir: str | Path, settings: P
     """
     settings, model = resolve_settings(settings, face_model)
     skipped = []
-    if clips is None:
+    indexed = clips is None
+    if indexed:
         index = get_dataset(dataset).scan(data_root, vocal_channel)
         clips = index.clips
         skipped = [{"file": str(path), "reason": reason} for path, reason in index.problems]
@@ -361,7 +363,8 @@ def run_prepare(data_root: str | Path | None, cache_dir: str | Path, settings: P
     }
     report_path = Path(cache_dir) / REPORT_NAME
     _write_report(report_path, report)
-    _print_summary(report, n_new, folder, report_path)
+    if indexed or todo:  # a study's unit finding its clips all prepared has nothing to say
+        _print_summary(report, n_new, folder, report_path)
     return report
 
 

@@ -102,3 +102,15 @@ def test_verbose_keeps_transformers_own_notice(monkeypatch):
     monkeypatch.setenv("FER_VERBOSE", "1")
     record = _record(FALLBACK)
     assert fusion._ShortConvNotice().filter(record) and record.getMessage() == FALLBACK
+
+
+def test_a_units_prepare_is_silent_when_its_clips_are_all_in_the_cache(synth_root, face_model, tmp_path, capsys):
+    from fer.data.prepare import PrepareSettings, ensure_prepared
+    from fer.data.ravdess import scan_dataset
+
+    clips = scan_dataset(synth_root).clips[:2]
+    settings = PrepareSettings(frames=2, size=32, audio_seconds=1.0)
+    first = ensure_prepared(clips, tmp_path / "cache", settings, workers=1, face_model=face_model)
+    assert "prepared 2 clips (2 new, 0 already in the cache)" in capsys.readouterr().out
+    again = ensure_prepared(clips, tmp_path / "cache", settings, workers=1, face_model=face_model)
+    assert again == first and capsys.readouterr().out == ""
