@@ -1,6 +1,6 @@
 """B8: ledger claims by 8 concurrent workers, PostgreSQL versus the journal file, in one run.
 
-    .venv/bin/python benchmarks/ledger_claims.py [--workers 8] [--units 240]
+    .venv/bin/python benchmarks/ledger_claims.py [--workers 8] [--units 120]
 
 Each backend gets a fresh ledger with ``--units`` units enqueued (``Ledger.sync``), then
 ``--workers`` processes, each with its own ``Ledger`` as a study worker has, start together and
@@ -86,7 +86,7 @@ def measure(storage: str, n_workers: int, n_units: int) -> dict:
 def main() -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("--workers", type=int, default=8)
-    parser.add_argument("--units", type=int, default=240)
+    parser.add_argument("--units", type=int, default=120)
     args = parser.parse_args()
     import pg_server
 
