@@ -189,3 +189,13 @@ def test_a_data_root_without_the_summary_table_is_named(store, tmp_path):
 def test_a_confusion_with_other_labels_than_the_units_dataset_is_refused(store, tmp_path):
     with pytest.raises(ReportError, match=r"must be the crema-d emotion names \['angry', 'disgust'"):
         write_study_report("crema-bad", tracking_uri=store[0], out_dir=tmp_path)
+
+
+def test_a_study_label_set_is_its_datasets_emotions():
+    from analysis.load import study_labels
+
+    assert study_labels(["crema-d"]) == CREMA and study_labels(["ravdess"]) == emotions("ravdess")
+    # Both corpora in one study: RAVDESS's eight hold CREMA-D's six, in RAVDESS order.
+    assert study_labels(["crema-d", "ravdess"]) == emotions("ravdess")
+    with pytest.raises(KeyError, match="unknown dataset 'iemocap'; known datasets: ravdess, crema-d"):
+        study_labels(["iemocap"])
