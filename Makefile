@@ -6,7 +6,7 @@ STAMP   := $(VENV)/.installed
 DEMO    ?= demo
 PYTEST_ARGS ?=
 
-.PHONY: setup test test-fast demo face-model postgres-server clean-demo
+.PHONY: setup test test-fast demo face-model postgres-server clean-demo screenshots
 
 setup: $(STAMP) face-model
 
@@ -36,6 +36,10 @@ test-fast: setup postgres-server
 
 demo: setup
 	$(VPY) runner.py demo --out $(DEMO)
+
+# The MLflow UI and Optuna dashboard over the demo's stores, in headless Chromium (apt-get install chromium).
+screenshots: setup
+	$(VPY) benchmarks/screenshots.py --demo $(DEMO)
 
 clean-demo:
 	rm -rf $(DEMO)
