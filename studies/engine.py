@@ -32,13 +32,13 @@ SUMMARY_METRICS = ("test/war", "test/uar", "test/f1")
 WORKER_LOST = "worker lost (process died or heartbeat expired)"
 
 
-def data_manifest(data_root: Path | None, vocal_channel: str) -> str:
+def data_manifest(data_root: Path | None, vocal_channel: str, dataset: str = "ravdess") -> str:
     """Hash of the clip list (ids, file names and sizes): a changed dataset makes new units."""
     if data_root is None:
         return "no-data"
-    from fer.data.ravdess import scan_dataset
+    from fer.data.datasets import get_dataset
 
-    index = scan_dataset(Path(data_root), vocal_channel)
+    index = get_dataset(dataset).scan(Path(data_root), vocal_channel)
     rows = []
     for clip in index.clips:
         files = [p for p in (clip.video_path, clip.audio_path) if p is not None]
@@ -59,9 +59,10 @@ def plan(name: str, ablations, opts: RunOptions) -> tuple[list[Cell], list[Unit]
         overrides["train.feature_cache"] = False  # part of the config, so of the unit key too
     cells = expand_cells(spec, ablations.defaults, preset=opts.preset, overrides=overrides)
     cfg0 = cells[0].config
-    folds = resolve_folds(opts.folds if opts.folds is not None else spec.folds, cfg0.data.protocol)
+    folds = resolve_folds(opts.folds if opts.folds is not None else spec.folds, cfg0.data.protocol,
+                          cfg0.data.dataset)
     seeds = opts.seeds if opts.seeds is not None else spec.seeds
-    manifest = data_manifest(opts.data_root, cfg0.data.vocal_channel)
+    manifest = data_manifest(opts.data_root, cfg0.data.vocal_channel, cfg0.data.dataset)
     return cells, study_units(name, cells, folds, seeds, manifest, opts.max_epochs)
 
 

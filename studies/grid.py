@@ -129,11 +129,11 @@ def expand_cells(spec, defaults, *, preset: str | None = None,
     return cells
 
 
-def resolve_folds(folds, protocol: str) -> list[int]:
-    """``"all"`` -> every fold index of the protocol; a list is checked against it."""
-    from fer.data.protocols import get_protocol
+def resolve_folds(folds, protocol: str | None, dataset: str = "ravdess") -> list[int]:
+    """``"all"`` -> every fold index of the dataset's protocol; a list is checked against it."""
+    from fer.data.datasets import get_dataset
 
-    n = len(get_protocol(protocol).folds(list(range(1, 25))))
+    n = get_dataset(dataset).fold_count(protocol)  # the names only, no data read
     wanted = list(range(n)) if folds == "all" else list(folds)
     bad = [f for f in wanted if not 0 <= f < n]
     if bad:
