@@ -128,7 +128,45 @@ def _command() -> str:
     return "python runner.py " + shlex.join(sys.argv[1:])
 
 
-@click.group(context_settings={"help_option_names": ["-h", "--help"]})
+class _Commands(click.Group):
+    """The command group: an error the user can fix that reaches it (a store that cannot be opened,
+    a driver not installed, a folder that cannot be written: ``studies.failures.user_error``) is
+    one ``error:`` line saying what to do, exit 1; anything else keeps its traceback (a bug)."""
+
+    def invoke(self, ctx):
+        try:
+            return super().invoke(ctx)
+        except Exception as exc:
+            from studies.failures import user_error
+
+            message = user_error(exc)
+            if message is None:
+                raise
+            _fail(message, 1)
+
+
+def _require_clips(data_root: Path, dataset: str, vocal_channel: str) -> None:
+    """Exit 2 with one error line when ``data_root`` holds no clip of ``dataset``."""
+    from studies.failures import empty_data_root
+
+    problem = empty_data_root(data_root, dataset, vocal_channel)
+    if problem:
+        _fail(problem, 2)
+
+
+def _stores(cache_dir: Path | None = None, **uris: str) -> None:
+    """Stop at once (one error line, exit 1) when a store the command opens cannot be: ``storage=``,
+    ``tracking_uri=`` (``studies.preflight.check_store``), rather than after minutes of retries; or
+    when the cache it writes cannot be written."""
+    from studies.preflight import check_store, check_writable
+
+    for option, uri in uris.items():
+        check_store(uri, "--" + option.replace("_", "-"))
+    if cache_dir is not None:
+        check_writable(cache_dir, "--cache")
+
+
+@click.group(cls=_Commands, context_settings={"help_option_names": ["-h", "--help"]})
 @click.option("--ablations", type=click.Path(path_type=Path, dir_okay=False), default=DEFAULT_ABLATIONS,
               show_default="ablations.yaml beside runner.py", help="The declared studies and searches.")
 @click.option("-v", "--verbose", is_flag=True,
@@ -184,6 +222,7 @@ def folds(data_root, dataset, protocol, vocal_channel, as_json) -> None:
     from fer.data.folds import folds_summary, render_folds
     from fer.data.protocols import ProtocolError
 
+    _require_clips(data_root, dataset, vocal_channel)
     try:
         summary = folds_summary(data_root, protocol, vocal_channel, dataset)
     except ProtocolError as exc:
@@ -216,6 +255,8 @@ def prepare(data_root, cache_dir, workers, frames, size, audio_seconds, vocal_ch
     from fer.data.prepare import PrepareSettings, run_prepare
 
     settings = PrepareSettings(frames=frames, size=size, audio_seconds=audio_seconds)
+    _require_clips(data_root, dataset, vocal_channel)
+    _stores(cache_dir)
     try:
         report = run_prepare(data_root, cache_dir, settings, workers=workers,
                              vocal_channel=vocal_channel, face_model=face_model, dataset=dataset)
@@ -308,12 +349,14 @@ def study(ctx, name, data_root, cache_dir, folds_text, seeds_text, preset, assig
 
             check_study(name, spec, opts, weights=False)  # every cell builds, its weights fetched or not
             cells, units = plan(name, spec, opts)
+            _stores(storage=storage)
             print_unit_table(name, units, storage)
             check_weights([c.config for c in cells], cache_dir, preset=opts.preset, study=name,
                           assignments=assignments)
             return
         opts.require_data_root("study")
         check_study(name, spec, opts)  # before the ledger and the first unit
+        _stores(cache_dir, storage=storage, tracking_uri=tracking_uri)
         done = run_study(name, spec, opts, echo=click.echo)
     click.echo(f"[{name}] this worker: {done['finished']} finished, {done['failed']} failed, "
                f"{done['reclaimed']} reclaimed from dead workers. Results: mlflow ui "
@@ -422,6 +465,7 @@ def weights_fetch(ctx, preset, study_name, assignments, cache_dir) -> None:
     if not needed:
         click.echo("no pretrained checkpoint is read: nothing to fetch")
         return
+    _stores(cache_dir)
     results = fetch(needed, cache_dir, log=click.echo)
     click.echo(fetch_summary(results))
     if not all(r.ok for r in results):
@@ -456,6 +500,7 @@ def dashboard(storage, host, port) -> None:
 
     from studies.ledger import open_storage
 
+    _stores(storage=storage)
     click.echo(f"optuna-dashboard on http://{host}:{port} ({storage})")
     run_server(open_storage(storage), host=host, port=port)
 
@@ -468,9 +513,11 @@ def ui(tracking_uri, host, port) -> None:
     """MLflow UI over the project's tracking store (bound to 127.0.0.1 by default)."""
     import subprocess
 
+    _stores(tracking_uri=tracking_uri)
     cmd = [sys.executable, "-m", "mlflow", "ui", "--backend-store-uri", tracking_uri,
            "--host", host, "--port", str(port)]
-    click.echo(f"mlflow ui on http://{host}:{port} ({tracking_uri})")
+    # MLflow 3's UI starts on its GenAI side; this address opens the training runs.
+    click.echo(f"mlflow ui on http://{host}:{port}/#/experiments?workflowType=machine_learning ({tracking_uri})")
     sys.exit(subprocess.call(cmd))
 
 
@@ -507,6 +554,7 @@ def report(ctx, name, out_dir, tracking_uri, storage, metric, note, cache_dir, f
     if name not in spec.studies and name not in spec.searches:
         _fail(f"{name!r} is neither a declared study nor a search "
               f"(studies: {', '.join(spec.studies)}; searches: {', '.join(spec.searches)})", 2)
+    _stores(**({"storage": storage} if name in spec.searches else {"tracking_uri": tracking_uri}))
     with _report_errors():
         if name in spec.searches:
             from analysis.search import write_search_report
@@ -531,6 +579,7 @@ def paper(ctx, out_dir, tracking_uri, strict) -> None:
     from analysis.paper import measure_efficiency, write_paper
 
     spec = _ablations(ctx)
+    _stores(tracking_uri=tracking_uri)
     rows = measure_efficiency(spec.efficiency_configs())
     with _report_errors():
         written = write_paper(spec.paper_tables(), tracking_uri=tracking_uri, out_dir=out_dir,
@@ -603,6 +652,7 @@ def predict(videos, study_name, cell, fold, run_id, tracking_uri, cache_dir, fac
     from fer.train.checkpoint import WeightsError
     from fer.weights.resolver import MissingWeightsError
 
+    _stores(cache_dir, tracking_uri=tracking_uri)
     try:
         runs = [run_id] if run_id else find_unit_runs(study_name, cell, tracking_uri, fold)
         models = load_models(runs, tracking_uri, cache_dir)
@@ -633,6 +683,7 @@ def export(run_id, fmt, out, tracking_uri, cache_dir) -> None:
     from fer.train.checkpoint import WeightsError, load_unit_model
     from fer.weights.resolver import MissingWeightsError
 
+    _stores(tracking_uri=tracking_uri)
     try:
         loaded = load_unit_model(run_id, tracking_uri, cache_dir)
         summary = export_onnx(loaded.model, loaded.cfg, out)
