@@ -16,6 +16,11 @@ the two apart:
   permissions changed.
 
 The exception and its explicit causes (``raise ... from``) are looked at; anything else is the unit's.
+
+The command line asks the same question of whatever reaches it (``user_error``): an error the
+user can fix (a store that cannot be reached, a driver that is not installed, a folder that cannot
+be written) is one ``error: ...`` line saying what to do, not a traceback; anything else is a bug
+and keeps its traceback.
 """
 
 from __future__ import annotations
@@ -31,6 +36,11 @@ DB_DRIVERS = frozenset({"psycopg2", "psycopg", "pg8000", "asyncpg", "pymysql", "
 # Errors of the file system itself, not of one file: the next unit writes to the same disk.
 DISK_ERRNOS = {errno.ENOSPC: "no space left on device", errno.EDQUOT: "disk quota exceeded",
                errno.EROFS: "read-only file system"}
+
+
+class StoreError(Exception):
+    """A ledger, Optuna storage, tracking store or cache that cannot be opened or written from here;
+    one line saying what to do (``studies.preflight.check_store``, ``check_writable``)."""
 
 
 class WorkerFailure(Exception):
@@ -65,6 +75,56 @@ def data_root_problem(data_root: str | Path | None) -> str | None:
     if not os.access(root, os.R_OK | os.X_OK):
         return f"data root {root} is not readable"
     return None
+
+
+def empty_data_root(data_root: str | Path, dataset: str = "ravdess", vocal_channel: str = "speech") -> str | None:
+    """Why ``data_root`` holds nothing to work on (no clip of ``dataset`` found by its file names), or None."""
+    from fer.data.datasets import get_dataset
+
+    if get_dataset(dataset).scan(data_root, vocal_channel).clips:
+        return None
+    synth = "python runner.py synth --out DIR" + ("" if dataset == "ravdess" else f" --dataset {dataset}")
+    return (f"--data-root {data_root}: no {dataset} clips ({vocal_channel}) found by their file names: point it "
+            f"at the {dataset} folder, or write a synthetic one with {synth}")
+
+
+# OSError numbers of a folder the user can fix: where to write, or its permissions.
+UNWRITABLE = {errno.EACCES, errno.EPERM, errno.EROFS, errno.ENOTDIR, errno.EEXIST, errno.ENOSPC, errno.EDQUOT}
+
+
+def user_error(exc: BaseException) -> str | None:
+    """One line for an error the user can fix, saying what to do; None for anything else (a bug).
+
+    Looked at: ``exc`` and its explicit causes. A ``StoreError``; a database driver that is not
+    installed; a tracking server or database that does not answer; a folder that cannot be written
+    (no permission, read-only, a file in the way, no space).
+    """
+    for e in _causes(exc):
+        if isinstance(e, StoreError):
+            return str(e)
+        if isinstance(e, ImportError) and (e.name or "").split(".")[0] in DB_DRIVERS:
+            return (f"database driver {e.name!r} is not installed: pip install it, or use a journal file "
+                    "(--storage runs/ledger.journal) and the default --tracking-uri on one machine")
+        if _unreachable(e):
+            first = str(e).splitlines()[0][:300]
+            return (f"the tracking store or database cannot be used ({first}): check that its server runs and "
+                    "the URL (--tracking-uri, --storage)")
+        if isinstance(e, OSError) and e.errno in UNWRITABLE and e.filename:
+            return (f"cannot write {e.filename}: {e.strerror}: choose another folder (--cache, $FER_CACHE_DIR, "
+                    "--out, --storage) or fix its permissions")
+    return None
+
+
+def _unreachable(e: BaseException) -> bool:
+    """An MLflow request that found no server, or a database connection refused (by type name:
+    neither library is imported to ask)."""
+    kind = type(e).__name__
+    if kind == "OperationalError" and type(e).__module__.startswith("sqlalchemy"):
+        return True
+    if kind in ("ConnectionError", "NewConnectionError", "MaxRetryError"):
+        return True
+    return kind == "MlflowException" and any(s in str(e) for s in ("Failed to establish a new connection",
+                                                                   "Max retries exceeded", "Connection refused"))
 
 
 def worker_failure(exc: BaseException, *, data_root: str | Path | None = None) -> str | None:

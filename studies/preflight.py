@@ -54,19 +54,20 @@ def check_weights(configs: Sequence[RunConfig], cache_dir: str | Path, *, preset
 
 
 def check_protocols(configs: Mapping[str, RunConfig]) -> None:
-    """Stop when a configuration names a protocol that does not exist (no torch imported).
+    """Stop when a configuration names a protocol its dataset does not have (no torch imported).
 
     Args:
         configs: label (a cell's name) -> configuration.
     Raises:
         ConfigError: ``(cells LABELS, data.protocol: ...)`` per unknown protocol, the known names listed.
     """
-    from fer.data.protocols import ProtocolError, get_protocol
+    from fer.data.datasets import get_dataset
+    from fer.data.protocols import ProtocolError
 
     failed = {}
     for label, cfg in configs.items():
         try:
-            get_protocol(cfg.data.protocol)
+            get_dataset(cfg.data.dataset).fold_count(cfg.data.protocol)  # the names only, no data read
         except ProtocolError as exc:
             failed[label] = f"data.protocol: {exc}"
     if failed:
@@ -120,12 +121,27 @@ def _by_message(failed: dict[str, str], total: int) -> list[tuple[str, str]]:
             for message, labels in cells.items()]
 
 
-def check_study(name: str, ablations, opts, *, weights: bool = True) -> None:
-    """The preflight of study ``name`` under ``opts`` (``studies.options.RunOptions``): protocols,
-    then pretrained weights (unless ``weights`` is False), then every cell's build.
+def check_data_root(data_root: str | Path, cfg: RunConfig) -> None:
+    """Stop when ``data_root`` holds no clip of ``cfg.data.dataset`` (file names only, no decoding).
 
     Raises:
-        StudyError: unknown study.
+        StudyError: the message says where to point ``--data-root`` or how to write a synthetic set.
+    """
+    from studies.failures import empty_data_root
+    from studies.options import StudyError
+
+    problem = empty_data_root(data_root, cfg.data.dataset, cfg.data.vocal_channel)
+    if problem:
+        raise StudyError(problem)
+
+
+def check_study(name: str, ablations, opts, *, weights: bool = True) -> None:
+    """The preflight of study ``name`` under ``opts`` (``studies.options.RunOptions``): protocols,
+    the data root's clips (when one is given), pretrained weights (unless ``weights`` is False),
+    then every cell's build.
+
+    Raises:
+        StudyError: unknown study; a data root without clips.
         ConfigError: bad overrides or axis values; unknown protocols; cells that do not build.
         MissingWeightsError: a checkpoint a cell reads is not on this machine.
     """
@@ -135,10 +151,107 @@ def check_study(name: str, ablations, opts, *, weights: bool = True) -> None:
     cells = expand_cells(ablations.study(name), ablations.defaults, preset=preset, overrides=opts.overrides)
     configs = {c.name: c.config for c in cells}
     check_protocols(configs)
+    if opts.data_root is not None:
+        check_data_root(opts.data_root, cells[0].config)
     if weights:
         check_weights(list(configs.values()), opts.cache_dir, preset=preset, study=name,
                       assignments=opts.assignments)
     check_builds(configs, opts.cache_dir)
+
+
+# The port a database server listens on unless its URL names one, by SQLAlchemy backend.
+DB_PORTS = {"postgresql": 5432, "mysql": 3306, "mariadb": 3306, "mssql": 1433, "oracle": 1521}
+# What to install for a driver module SQLAlchemy imports (where the package name differs).
+DRIVER_PACKAGES = {"psycopg2": "psycopg2-binary", "MySQLdb": "mysqlclient", "mysql": "mysql-connector-python"}
+
+
+def check_store(uri: str, option: str, *, timeout: float = 5.0) -> None:
+    """Stop at once when a store cannot be opened from here, instead of retrying for minutes.
+
+    Looks without opening anything: an RDB URL's driver is importable and its server accepts a
+    connection; an http(s) tracking server accepts one; an SQLite file's folder exists; a journal
+    file's folder can be made (``check_writable``).
+
+    Args:
+        uri: ``--storage`` (a journal file path or an RDB URL) or ``--tracking-uri``.
+        option: the option that gave it, named in the message.
+        timeout: seconds to wait for a server to accept a connection.
+    Raises:
+        StoreError: one line: what is wrong and what to do.
+    """
+    from urllib.parse import urlsplit
+
+    from studies.failures import StoreError
+
+    if "://" not in uri:  # a journal file: its folder is made when missing
+        check_writable(Path(uri).parent, option, given=uri)
+        return
+    parts = urlsplit(uri)
+    scheme = parts.scheme.split("+")[0]
+    if scheme == "file":
+        return
+    if scheme in ("http", "https"):
+        shown = f"{parts.scheme}://{parts.netloc.rpartition('@')[2]}{parts.path}"  # no credentials
+        _connect(parts.hostname or "localhost", parts.port or (443 if scheme == "https" else 80), timeout,
+                 f"{option} {shown}: cannot reach the MLflow tracking server",
+                 "start it (mlflow server ...) or pass another --tracking-uri")
+        return
+    if scheme == "sqlite":
+        folder = Path(uri.split(":///", 1)[1]).parent if ":///" in uri else None
+        if folder is not None and not folder.is_dir():
+            raise StoreError(f"{option} {uri}: folder {folder} does not exist: create it or choose another path")
+        return
+    from sqlalchemy.engine import make_url
+    from sqlalchemy.exc import ArgumentError, NoSuchModuleError
+
+    try:
+        url = make_url(uri)
+        shown = url.render_as_string(hide_password=True)
+        url.get_dialect().import_dbapi()
+    except (ArgumentError, NoSuchModuleError) as exc:
+        raise StoreError(f"{option}: not a database URL SQLAlchemy knows ({exc})") from None
+    except ImportError as exc:
+        package = DRIVER_PACKAGES.get(exc.name or "", exc.name)
+        raise StoreError(f"{option} {shown}: its database driver {exc.name!r} is not installed: pip install "
+                         f"{package} (or, on one machine, a journal file: {option} runs/ledger.journal)") from None
+    port = url.port or DB_PORTS.get(url.get_backend_name())
+    if url.host and port:
+        _connect(url.host, port, timeout, f"{option} {shown}: cannot reach the database server",
+                 "start it, or check the host and port")
+
+
+def check_writable(folder: str | Path, option: str, *, given: str | None = None) -> None:
+    """Stop when ``folder`` could not be created or written: a file in the way, no permission, a
+    read-only file system. Creates nothing. ``given``: what the user typed, when not ``folder``.
+
+    Raises:
+        StoreError: one line naming the folder, what is in the way, and the option to change.
+    """
+    import os
+
+    from studies.failures import StoreError
+
+    path = Path(folder).absolute()
+    existing = next(p for p in (path, *path.parents) if p.exists())
+    given = given or folder
+    if not existing.is_dir():
+        raise StoreError(f"{option} {given}: {existing} is a file, not a folder: choose another {option}")
+    if not os.access(existing, os.W_OK | os.X_OK):
+        raise StoreError(f"{option} {given}: {existing} is not writable (permissions or a read-only file "
+                         f"system): choose another {option} or fix its permissions")
+
+
+def _connect(host: str, port: int, timeout: float, what: str, todo: str) -> None:
+    """Open and close a TCP connection to ``host:port``; a ``StoreError`` saying ``what`` and ``todo``."""
+    import socket
+
+    from studies.failures import StoreError
+
+    try:
+        socket.create_connection((host, port), timeout=timeout).close()
+    except OSError as exc:
+        reason = exc.strerror or type(exc).__name__
+        raise StoreError(f"{what} at {host}:{port} ({reason.lower()}): {todo}") from None
 
 
 def search_points(space: dict) -> list[dict[str, Any]]:

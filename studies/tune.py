@@ -38,7 +38,8 @@ from fer.config import ConfigError, resolve_config
 from studies.failures import discard_run, stop_worker, worker_failure
 from studies.grid import override_clashes
 from studies.options import RunOptions
-from studies.preflight import check_builds, check_protocols, check_weights, search_cells
+from studies.preflight import (check_builds, check_data_root, check_protocols, check_store, check_weights,
+                               check_writable, search_cells)
 
 OBJECTIVE = "mean val UAR"  # the objective's name in the ledger, as the Optuna dashboard shows it
 
@@ -100,9 +101,10 @@ def run_search(name: str, ablations, opts: RunOptions, *, run_fn: Callable[..., 
     pruned ones; returns the Optuna study.
 
     Raises:
-        StudyError: unknown search, or no (readable) data root.
+        StudyError: unknown search, or no (readable) data root, or one without clips.
         ConfigError: overrides that do not resolve, or that set a searched parameter; an unknown
             protocol; a point of the space whose model does not build (before any trial).
+        StoreError: the storage or the tracking store cannot be opened from here, or the cache written.
         MissingWeightsError: the preflight: a checkpoint some point of the space reads is not on
             this machine (before the Optuna study or the MLflow experiment is created).
         WorkerFailure: an error every trial would hit; the trial in progress is queued again.
@@ -129,8 +131,12 @@ def run_search(name: str, ablations, opts: RunOptions, *, run_fn: Callable[..., 
         raise ConfigError(errors)
     points = search_cells(ablations, name, preset=preset, overrides=opts.overrides)
     check_protocols(points)
+    check_data_root(data_root, points["base"])
     check_weights(list(points.values()), opts.cache_dir, preset=preset, study=name, assignments=opts.assignments)
     check_builds(points, opts.cache_dir)
+    check_store(opts.storage, "--storage")
+    check_store(opts.tracking_uri, "--tracking-uri")
+    check_writable(opts.cache_dir, "--cache")
     trials = opts.trials or spec.trials
     if run_fn is None:
         from fer.train.run import run_unit as run_fn

@@ -116,7 +116,8 @@ STUDY_CASES = [
                  ["error: cells modality=visual; modality=av: model.visual.roi.k = 100 exceeds the 64 patches "
                   "of the 8x8 grid (preset tiny)"], id="roi-k"),
     pytest.param("toy", ["--set", "data.protocol=nope"],
-                 ["error: every cell: data.protocol: unknown protocol 'nope'; known: "], id="protocol"),
+                 ["error: every cell: data.protocol: protocol 'nope' is not a ravdess protocol; known: "],
+                 id="protocol"),
     pytest.param("deep", [],
                  ["error: cell layers=20: model.fusion.layers: 20 > the 16 layers of this LFM2 (preset tiny)",
                   "error: cell layers=30: model.fusion.layers: 30 > the 16 layers of this LFM2 (preset tiny)"],
