@@ -4,7 +4,8 @@ A unit (one config trained on one fold with one seed) is one MLflow run, the chi
 run (a study's cell, a search's trial). ``tracked_unit`` owns that run from start to end: the tags
 ``analysis.load`` reads (``unit_tags``), the flattened config as params, the epoch callback, the
 final metrics and artifacts, and the terminal status. Study and search both use it, so a unit
-looks the same in MLflow whichever of them trained it.
+looks the same in MLflow whichever of them trained it. What MLflow's UI expects beyond that (the
+experiment kind, source tags, the unit's dataset input, system metrics) is ``fer.mlflow_conventions``.
 
 The loop reports through a callback (``on_epoch_end``); ``UnitLogger`` is that callback for MLflow
 and sends one ``log_batch`` per epoch, never one round trip per value. Final metrics go in one
