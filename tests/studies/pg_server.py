@@ -144,16 +144,13 @@ class MlflowServer:
         raise RuntimeError(f"mlflow server did not answer in {timeout:.0f} s:\n{self.log.read_text()[-3000:]}")
 
     def stop(self) -> None:
-        """Down, with every process of its session (the server's workers too)."""
+        """Down at once, with every process of its session (the server's workers too). SIGKILL:
+        its state is in the database, and a graceful stop waits seconds for idle clients."""
         if self.proc is None or self.proc.poll() is not None:
             return
         with contextlib.suppress(ProcessLookupError):
-            os.killpg(self.proc.pid, signal.SIGTERM)
-        try:
-            self.proc.wait(timeout=5)
-        except subprocess.TimeoutExpired:  # uvicorn waits for idle keep-alive clients; nothing to keep here
             os.killpg(self.proc.pid, signal.SIGKILL)
-            self.proc.wait()
+        self.proc.wait()
 
 
 @contextlib.contextmanager
