@@ -1,7 +1,10 @@
 """MLflow's own conventions, so its UI shows a study as training runs with their data and source.
 
 - ``EXPERIMENT_TAGS``: ``mlflow.experimentKind = custom_model_development`` makes the UI (3.x)
-  open an experiment on its training-runs view, not the GenAI one (traces, sessions).
+  show an experiment as training runs, not as a GenAI app (traces, sessions). The UI's own
+  switch between its two sides ("GenAI" / "Model training") starts on GenAI in 3.17 whatever
+  the experiment; ``?workflowType=machine_learning`` in the address (``runner.py ui`` prints
+  one) opens the training side.
 - ``source_tags``: the standard ``mlflow.source.*`` and ``mlflow.user`` tags of every run the
   harness creates (the runs table's Source and User columns).
 - ``dataset_input``: a unit's data as an MLflow dataset input (the Dataset column, dataset
