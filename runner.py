@@ -277,8 +277,11 @@ def profile(preset, assignments, batch, precision, as_json) -> None:
     """Parameters, GFLOPs and training memory per component (meta device, no weights)."""
     from fer.config import parse_assignments, resolve_config
 
+    from studies.preflight import check_builds
+
     with _bad_input():
         cfg = resolve_config(preset, parse_assignments(assignments))
+        check_builds({preset: cfg}, DEFAULT_CACHE, kind="preset")  # a model that cannot build: its key, no traceback
     from fer.models.profile import profile_model, render_profile
 
     result = profile_model(cfg, batch=batch, precision=precision)

@@ -74,7 +74,7 @@ def check_protocols(configs: Mapping[str, RunConfig]) -> None:
         raise ConfigError(_by_message(failed, len(configs)))
 
 
-def check_builds(configs: Mapping[str, RunConfig], cache_dir: str | Path) -> None:
+def check_builds(configs: Mapping[str, RunConfig], cache_dir: str | Path, *, kind: str = "cell") -> None:
     """Stop when a configuration's model cannot be built, one error per configuration.
 
     Each model is built on the meta device with random weights: shapes only, no weights read, no
@@ -85,6 +85,7 @@ def check_builds(configs: Mapping[str, RunConfig], cache_dir: str | Path) -> Non
     Args:
         configs: label (a cell's name) -> configuration.
         cache_dir: the project's cache (converted checkpoints under ``weights/``).
+        kind: what a label names, in the message (``cell``, ``preset``).
     Raises:
         ConfigError: ``(cells LABELS, what failed)`` per distinct failure (the cells it hit); the
             message names the config key (``model.visual.roi.k = 128 exceeds the 64 patches ...``).
@@ -107,17 +108,17 @@ def check_builds(configs: Mapping[str, RunConfig], cache_dir: str | Path) -> Non
                 what = str(exc) if isinstance(exc, ValueError) else f"{type(exc).__name__}: {exc}"
                 failed[label] = f"{what} (preset {cfg.preset})"
     if failed:
-        raise ConfigError(_by_message(failed, len(configs)))
+        raise ConfigError(_by_message(failed, len(configs), kind))
 
 
-def _by_message(failed: dict[str, str], total: int) -> list[tuple[str, str]]:
+def _by_message(failed: dict[str, str], total: int, kind: str = "cell") -> list[tuple[str, str]]:
     """``{cell: message}`` -> one ``(cells, message)`` per distinct message, in cell order:
     ``cell k=128``, ``cells k=128; k=256`` or ``every cell``."""
     cells: dict[str, list[str]] = {}
     for label, message in failed.items():
         cells.setdefault(message, []).append(label)
-    return [("every cell" if len(labels) == total > 1 else
-             f"cell{'s' if len(labels) > 1 else ''} {'; '.join(labels)}", message)
+    return [(f"every {kind}" if len(labels) == total > 1 else
+             f"{kind}{'s' if len(labels) > 1 else ''} {'; '.join(labels)}", message)
             for message, labels in cells.items()]
 
 

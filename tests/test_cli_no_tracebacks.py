@@ -115,6 +115,8 @@ CASES = {
     "weights-fetch-unknown": (["weights", "fetch", "--study", "nope"], 2, "'nope' is neither a declared study"),
     "weights-fetch-cache": (["weights", "fetch", "--preset", "rtx3050", "--cache", "{ws}/FILE/cache"], 1,
                             "is a file, not a folder: choose another --cache"),
+    "profile-cannot-build": (["profile", "--set", "model.visual.roi.k=100"], 2,
+                             "preset tiny: model.visual.roi.k = 100 exceeds the 64 patches of the 8x8 grid"),
     "ui-no-folder": (["ui", "--tracking-uri", "sqlite:///{ws}/missing/mlflow.db"], 1,
                      "folder {ws}/missing does not exist"),
     "dashboard-no-driver": (["dashboard", "--storage", NO_DRIVER], 1, "database driver 'pg8000' is not installed"),
