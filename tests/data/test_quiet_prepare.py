@@ -3,7 +3,6 @@ lines (LiteRT, XNNPACK, glog), which go to ``mediapipe.log`` beside the face mod
 them. Real MediaPipe in spawned workers, on a small synthetic RAVDESS. transformers' notice that
 ``causal_conv1d`` is missing (LFM2 fusion) is one line on a GPU and nothing on CPU."""
 
-import os
 import shutil
 import subprocess
 import sys
