@@ -397,6 +397,9 @@ def tune(ctx, name, trials, data_root, cache_dir, preset, assignments, max_epoch
         opts = RunOptions(data_root=data_root, cache_dir=cache_dir, preset=preset,
                           overrides=_overrides(assignments, random_weights), assignments=assignments,
                           trials=trials, max_epochs=max_epochs, storage=storage, tracking_uri=tracking_uri)
+        from studies.preflight import check_search
+
+        check_search(name, spec, opts)
         try:
             search = run_search(name, spec, opts, echo=click.echo)
         except SearchFailed as exc:

@@ -136,6 +136,19 @@ def check_data_root(data_root: str | Path, cfg: RunConfig) -> None:
         raise StudyError(problem)
 
 
+def check_search(name: str, ablations, opts) -> None:
+    """What ``tune`` checks before ``studies.tune.run_search`` (which checks the rest): the data
+    root holds clips of the search's dataset, when one is given.
+
+    Raises:
+        StudyError: unknown search; a data root without clips.
+        ConfigError: the search's base configuration does not resolve.
+    """
+    if opts.data_root is not None:
+        base = search_cells(ablations, name, preset=opts.preset, overrides=opts.overrides)["base"]
+        check_data_root(opts.data_root, base)
+
+
 def check_study(name: str, ablations, opts, *, weights: bool = True) -> None:
     """The preflight of study ``name`` under ``opts`` (``studies.options.RunOptions``): protocols,
     the data root's clips (when one is given), pretrained weights (unless ``weights`` is False),

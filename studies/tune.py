@@ -38,8 +38,8 @@ from fer.config import ConfigError, resolve_config
 from studies.failures import discard_run, stop_worker, worker_failure
 from studies.grid import override_clashes
 from studies.options import RunOptions
-from studies.preflight import (check_builds, check_data_root, check_protocols, check_store, check_weights,
-                               check_writable, search_cells)
+from studies.preflight import (check_builds, check_protocols, check_store, check_weights, check_writable,
+                               search_cells)
 
 OBJECTIVE = "mean val UAR"  # the objective's name in the ledger, as the Optuna dashboard shows it
 
@@ -101,7 +101,7 @@ def run_search(name: str, ablations, opts: RunOptions, *, run_fn: Callable[..., 
     pruned ones; returns the Optuna study.
 
     Raises:
-        StudyError: unknown search, or no (readable) data root, or one without clips.
+        StudyError: unknown search, or no (readable) data root.
         ConfigError: overrides that do not resolve, or that set a searched parameter; an unknown
             protocol; a point of the space whose model does not build (before any trial).
         StoreError: the storage or the tracking store cannot be opened from here, or the cache written.
@@ -131,7 +131,6 @@ def run_search(name: str, ablations, opts: RunOptions, *, run_fn: Callable[..., 
         raise ConfigError(errors)
     points = search_cells(ablations, name, preset=preset, overrides=opts.overrides)
     check_protocols(points)
-    check_data_root(data_root, points["base"])
     check_weights(list(points.values()), opts.cache_dir, preset=preset, study=name, assignments=opts.assignments)
     check_builds(points, opts.cache_dir)
     check_store(opts.storage, "--storage")
