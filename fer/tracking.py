@@ -10,6 +10,12 @@ experiment kind, source tags, the unit's dataset input, system metrics) is ``fer
 The loop reports through a callback (``on_epoch_end``); ``UnitLogger`` is that callback for MLflow
 and sends one ``log_batch`` per epoch, never one round trip per value. Final metrics go in one
 batch and the artifacts are written once per unit. mlflow is imported lazily (about 3 s).
+
+A tracking server out of reach for a while is waited for by MLflow's own HTTP client (retries
+with back-off, about 2 min: ``MLFLOW_HTTP_REQUEST_MAX_RETRIES``, ``..._BACKOFF_FACTOR``); past
+that a call raises and the unit fails as a unit, its ledger trial never COMPLETE (the study engine
+completes it only after ``TrackedRun`` ended the run FINISHED). Logging to a database URI with no
+server keeps artifacts on the worker's disk: ``warn_local_artifacts`` says so once.
 """
 
 from __future__ import annotations
