@@ -232,7 +232,8 @@ def write_paper(tables: Mapping[str, Mapping], *, tracking_uri: str, out_dir: Pa
              command or "python runner.py paper", "```", "", f"- MLflow tracking URI: `{redact_uri(tracking_uri)}`",
              *sources]
     if missing:
-        lines += ["", "## Not written yet", "", "Their studies have no finished unit; run them, then `paper` again:", ""]
+        lines += ["", "## Not written yet", "",
+                  "Their studies have no finished unit; run them, then `paper` again:", ""]
         lines += [f"- `{name}` (study `{tables[name].study}`): {redact_uri(reason)}. Run: `{commands[name]}`"
                   for name, reason in missing.items()]
     lines += ["", "## Files", "", "| File | Content |", "|:---|:---|"]

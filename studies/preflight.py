@@ -1,21 +1,23 @@
 """The configurations a study or search can build, and the preflight that checks them before training.
 
-Before the first unit, ``study`` and ``tune`` check that every configuration can run:
+Before the first unit, ``study`` and ``tune`` check, cheapest first, that every configuration
+can run, and stop with exit 2 and every problem at once, having created nothing:
 
-- its protocol is known (``check_protocols``: no torch, milliseconds);
-- every checkpoint it reads is on this machine (``check_weights``, below);
-- its model builds (``check_builds``): each cell's model is built on the meta device, with random
+- its protocol is one its dataset has (``check_protocols``: no torch, milliseconds);
+- the data root holds clips (``check_data_root``: file names only);
+- every checkpoint it reads is on this machine (``check_weights``: ``fer.weights.resolver``, no
+  network, milliseconds): the message names each missing one and the ``python runner.py weights
+  fetch ...`` command that downloads them; ``weights list`` and ``weights fetch`` read the same
+  configurations (``configs_of``), so that command fetches exactly what was missing;
+- its model builds (``check_builds``): each cell's model is built on the meta device with random
   weights and no data, so a ROI budget ``k`` beyond the patch grid, fusion layers beyond the
-  checkpoint's or a frame size that is not a multiple of the patch size is one error per cell,
-  with the config key in the message, before any unit trains. ``study --dry-run`` runs it first,
-  weights or not: the architectures are written in the code.
+  checkpoint's or a frame size that is not a multiple of the patch size is one error naming the
+  cells and the config key. ``study --dry-run`` builds first, weights fetched or not: the
+  architectures are written in the code.
 
-Before the first unit, ``study`` and ``tune`` check on disk (``fer.weights.resolver``: no network,
-milliseconds) that every checkpoint any of their configurations reads is on this machine. A
-missing one stops the command with exit 2 and one message naming each missing checkpoint and the
-``python runner.py weights fetch ...`` command that downloads them: no ledger trial is claimed, no
-MLflow run is started, the hub is never asked. ``weights list`` and ``weights fetch`` read the
-same configurations, so the command the message names fetches exactly what was missing.
+Then the stores they open (``check_store``, ``check_writable``): a ledger or tracking server that
+does not answer, a database driver that is not installed, a folder that cannot be written is one
+line saying what to do (exit 1), at once rather than after minutes of retries.
 
     check_weights([c.config for c in cells], cache_dir, preset="rtx3050", study="fusion-depth")
     check_builds({c.name: c.config for c in cells}, cache_dir)

@@ -27,8 +27,8 @@ def test_shipped_file_declares_the_issue_studies_and_search():
 # What a shipped study reads on its preset (the default, tiny, unless it declares one): its dry run
 # checks it, exit 2 when missing.
 READS = {"lfm2-freeze": ("tiny", ["LiquidAI/LFM2-350M"]),
-         "roi-tokens": ("rtx3050", ["nvidia/stt_en_fastconformer_ctc_large", "timm/vit_base_patch16_siglip_224.v2_webli",
-                                    "LiquidAI/LFM2-700M"])}
+         "roi-tokens": ("rtx3050", ["nvidia/stt_en_fastconformer_ctc_large",
+                                    "timm/vit_base_patch16_siglip_224.v2_webli", "LiquidAI/LFM2-700M"])}
 
 
 @pytest.mark.parametrize("name", sorted(SHIPPED.studies))
