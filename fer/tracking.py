@@ -94,7 +94,8 @@ def warn_local_artifacts(tracking_uri: str, location: str) -> None:
         return
     _warned_local_artifacts.add(tracking_uri)
     parts = urlsplit(tracking_uri)
-    shown = f"{scheme}://{parts.hostname or ''}{f':{parts.port}' if parts.port else ''}{parts.path}"  # no password
+    user = f"{parts.username}@" if parts.username else ""
+    shown = f"{scheme}://{user}{parts.hostname or ''}{f':{parts.port}' if parts.port else ''}{parts.path}"  # no password
     logging.getLogger(__name__).warning(
         "warning: --tracking-uri %s is a database, not a tracking server: this machine's artifacts (models, "
         "predictions) go to %s, where other machines and `report` cannot read them; run `mlflow server "

@@ -80,8 +80,6 @@ def reconnecting(call: Callable[[], T], *, patience: float = RECONNECT_FOR,
 
 def open_storage(storage: str):
     """A file path -> journal file storage; a URL -> RDB storage."""
-    import optuna
-
     if "://" in storage:
         return _rdb_storage(storage)
     path = Path(storage)

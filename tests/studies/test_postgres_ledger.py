@@ -152,9 +152,10 @@ def wait_for(condition, procs, timeout: float = 120.0) -> None:
 def test_two_cli_workers_through_a_database_restart_one_killed_mid_unit_then_a_rerun(cluster, server, ws):
     """Two workers (``runner.py study``) on a PostgreSQL ledger logging to the tracking server.
 
-    While both train, the ledger's database stops for 4 s: both wait for it with back-off and go on. Then one worker is killed by SIGKILL in the middle of its next unit;
-    the other reclaims that unit (the dead process is on its host; from another machine the lease
-    would expire first) and finishes the study; a rerun finds nothing left to train.
+    While both train, the ledger's database stops for 4 s: both wait for it with back-off and go
+    on. Then one worker is killed by SIGKILL in the middle of its next unit; the other reclaims
+    that unit (the dead process is on its host; from another machine the lease would expire
+    first) and finishes the study; a rerun finds nothing left to train.
     """
     study, n_units = "machines", 6  # 2 cells x 3 folds x 1 seed
     write_ablations(ws, ablations(study, [0, 1, 2]))
@@ -343,7 +344,7 @@ def test_logging_straight_to_a_database_warns_once_with_the_fix(cluster, tmp_pat
         tracking.ensure_experiment(client, "other")  # the same store: said already
     (record,) = caplog.records
     line = record.getMessage()
-    shown = f"postgresql://127.0.0.1:{cluster.port}/direct"
+    shown = f"postgresql://fer@127.0.0.1:{cluster.port}/direct"
     assert "\n" not in line and "secret" not in line
     assert line.startswith(f"warning: --tracking-uri {shown} is a database, not a tracking server")
     assert f"mlflow server --backend-store-uri {shown} --artifacts-destination DIR" in line
