@@ -358,7 +358,6 @@ def study(ctx, name, data_root, cache_dir, folds_text, seeds_text, preset, assig
                           assignments=assignments)
             return
         opts.require_data_root("study")
-        check_study(name, spec, opts)  # before the ledger and the first unit
         _stores(cache_dir, storage=storage, tracking_uri=tracking_uri)
         done = run_study(name, spec, opts, echo=click.echo)
     click.echo(f"[{name}] this worker: {done['finished']} finished, {done['failed']} failed, "

@@ -26,7 +26,7 @@ from studies.failures import discard_run, stop_worker, worker_failure
 from studies.grid import Cell, Unit, expand_cells, resolve_folds, study_units
 from studies.ledger import Ledger
 from studies.options import RunOptions
-from studies.preflight import check_weights
+from studies.preflight import check_study
 
 SUMMARY_METRICS = ("test/war", "test/uar", "test/f1")
 WORKER_LOST = "worker lost (process died or heartbeat expired)"
@@ -57,7 +57,7 @@ def plan(name: str, ablations, opts: RunOptions) -> tuple[list[Cell], list[Unit]
     overrides = dict(opts.overrides)
     if not opts.feature_cache:
         overrides["train.feature_cache"] = False  # part of the config, so of the unit key too
-    cells = expand_cells(spec, ablations.defaults, preset=opts.preset, overrides=overrides)
+    cells = expand_cells(spec, ablations.defaults, preset=ablations.study_preset(name, opts.preset), overrides=overrides)
     cfg0 = cells[0].config
     folds = resolve_folds(opts.folds if opts.folds is not None else spec.folds, cfg0.data.protocol,
                           cfg0.data.dataset)
@@ -190,9 +190,8 @@ def run_study(name: str, ablations, opts: RunOptions, *,
     """
     data_root = opts.require_data_root("study")
     cells, units = plan(name, ablations, opts)
-    preset = opts.preset or ablations.defaults.preset
-    check_weights([c.config for c in cells], opts.cache_dir, preset=preset, study=name,
-                  assignments=opts.assignments)
+    preset = ablations.study_preset(name, opts.preset)
+    check_study(name, ablations, opts)  # every cell builds and finds its weights, before the ledger
     run_fn = run_fn or _default_run_fn()
     procs = _Processes()
     state = _WorkerState()

@@ -178,7 +178,8 @@ def check_study(name: str, ablations, opts, *, weights: bool = True) -> None:
 # The port a database server listens on unless its URL names one, by SQLAlchemy backend.
 DB_PORTS = {"postgresql": 5432, "mysql": 3306, "mariadb": 3306, "mssql": 1433, "oracle": 1521}
 # What to install for a driver module SQLAlchemy imports (where the package name differs).
-DRIVER_PACKAGES = {"psycopg2": "psycopg2-binary", "MySQLdb": "mysqlclient", "mysql": "mysql-connector-python"}
+DRIVER_PACKAGES = {"psycopg": "'psycopg[binary]'", "psycopg2": "psycopg2-binary", "MySQLdb": "mysqlclient",
+                   "mysql": "mysql-connector-python"}
 
 
 def check_store(uri: str, option: str, *, timeout: float = 5.0) -> None:
