@@ -106,6 +106,8 @@ def write_search_report(storage: str | Path, study_name: str, *, out_dir: Path, 
 
     trials = study.trials_dataframe(attrs=("number", "state", "value", "params", "user_attrs",
                                            "datetime_start", "datetime_complete", "duration")).sort_values("number")
+    # A named objective ("mean val UAR") makes Optuna's column value_<name>: keep the one schema.
+    trials = trials.rename(columns={c: "value" for c in trials.columns if c.startswith("value_")})
     files.append((write_text(out_dir / "trials.csv", trials.to_csv(index=False, lineterminator="\n")),
                   "every trial: number, state, value, parameters, times"))
     files.append((write_text(out_dir / "best_trial.yaml", best_trial_yaml(study)),

@@ -16,6 +16,7 @@ def _search(storage, name="search:toy", trials=6):
     study = optuna.create_study(study_name=name, storage=storage, direction="maximize",
                                 sampler=optuna.samplers.RandomSampler(seed=0))
     # Known optimum: value = 1 - (log10(lr) + 3)^2 / 10 + layers / 100
+    study.set_metric_names(["mean val UAR"])  # as tune names it: trials.csv keeps its `value` column
     study.optimize(lambda t: 1 - (math.log10(t.suggest_float("train.lr", 1e-5, 1e-1, log=True)) + 3) ** 2 / 10
                    + t.suggest_int("model.fusion.layers", 0, 6) / 100, n_trials=trials)
     return study
