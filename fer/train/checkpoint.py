@@ -228,11 +228,19 @@ def load_unit_model(run_id: str, tracking_uri: str, cache_dir: str | Path) -> Lo
     """Download run ``run_id``'s ``model/`` artifact and rebuild its model (``load_model_dir``).
 
     Raises:
-        WeightsError: the run has no model folder (``train.save_weights=none``, or an older run).
+        WeightsError: no such run in the store; the run has no model folder
+            (``train.save_weights=none``, or an older run).
     """
     from mlflow.artifacts import download_artifacts
     from mlflow.exceptions import MlflowException
+    from mlflow.tracking import MlflowClient
 
+    try:
+        MlflowClient(tracking_uri).get_run(run_id)
+    except MlflowException:
+        raise WeightsError(f"no run {run_id!r} in the tracking store {tracking_uri}: copy the id from the "
+                           "MLflow UI (python runner.py ui) or a report's units.csv, and pass the store "
+                           "it was logged to (--tracking-uri)") from None
     with tempfile.TemporaryDirectory(prefix="fer-model-") as tmp:
         try:
             local = download_artifacts(run_id=run_id, artifact_path=MODEL_DIR, dst_path=tmp,
