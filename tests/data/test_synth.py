@@ -277,3 +277,20 @@ def test_blazeface_finds_the_manifest_face(small, face_model):
     assert np.mean(np.array(ious) >= 0.5) >= 0.95
     assert np.median(ious) >= 0.8
     assert np.median(errors) < 0.1
+
+
+def test_a_rerun_with_fewer_clips_removes_the_files_only_the_old_manifest_lists(tmp_path):
+    from fer.data.synth.generate import remove_stale
+
+    entries = {"a": {"file": "VideoFlash/a.flv", "wav": "AudioWAV/a.wav"}, "b": {"file": "VideoFlash/b.flv"}}
+    for entry in entries.values():
+        for rel in entry.values():
+            (tmp_path / rel).parent.mkdir(exist_ok=True)
+            (tmp_path / rel).write_bytes(b"x")
+    (tmp_path / MANIFEST).write_text(json.dumps({"clips": entries}))
+    remove_stale(tmp_path, {"VideoFlash/a.flv"}, "CREMA-D")
+    assert sorted(str(p.relative_to(tmp_path)) for p in tmp_path.rglob("*.*") if p.name != MANIFEST) == [
+        "VideoFlash/a.flv"]
+    (tmp_path / MANIFEST).write_text("{}")
+    with pytest.raises(ValueError, match=rf"{MANIFEST}: not a synthetic CREMA-D manifest"):
+        remove_stale(tmp_path, set(), "CREMA-D")

@@ -33,7 +33,8 @@ import numpy as np
 from fer.atomic import atomic_write_text
 from fer.data import cremad
 from fer.data.synth import truth
-from fer.data.synth.generate import KEYPOINT_NAMES, MANIFEST, Settings, planted_cues, render_media
+from fer.data.synth.generate import (KEYPOINT_NAMES, MANIFEST, Settings, media_problems, planted_cues, remove_stale,
+                                     render_media)
 from fer.data.synth.plan import ClipSpec
 from fer.data.synth.voice import SAMPLE_RATE
 from fer.data.synth.writer import FLV_AUDIO_RATE, write_flv, write_wav
@@ -173,31 +174,9 @@ def _validate(actors, clips_per_class, seconds, fps, size) -> None:
         problems.append(f"actors={actors}: must be 5..91 (five folds, ids 1001..1091)")
     if not 1 <= clips_per_class <= len(_COMBOS):
         problems.append(f"clips_per_class={clips_per_class}: must be 1..{len(_COMBOS)}")
-    if not 0.5 <= seconds <= 60:
-        problems.append(f"seconds={seconds}: must be 0.5..60")
-    if not 1 <= fps <= 120:
-        problems.append(f"fps={fps}: must be 1..120")
-    if size < 32 or size % 2:
-        problems.append(f"size={size}: must be even and at least 32")
+    problems += media_problems(seconds, fps, size)
     if problems:
         raise ValueError("synthetic CREMA-D: " + "; ".join(problems))
-
-
-def _remove_stale(out: Path, keep: set[str]) -> None:
-    """Delete the files of clips a previous manifest in ``out`` lists that this run does not write."""
-    old = out / MANIFEST
-    if not old.is_file():
-        return
-    try:
-        clips = json.loads(old.read_text())["clips"]
-    except (json.JSONDecodeError, KeyError) as exc:
-        raise ValueError(f"{old}: not a synthetic dataset manifest ({exc}); "
-                         "remove it or choose another --out") from exc
-    for clip_id, entry in clips.items():
-        if clip_id not in keep:
-            for key in ("file", "wav"):
-                if key in entry:
-                    (out / entry[key]).unlink(missing_ok=True)
 
 
 def generate_cremad(out: Path, *, actors: int = 10, clips_per_class: int = 2, seconds: float = 2.0,
@@ -225,7 +204,8 @@ def generate_cremad(out: Path, *, actors: int = 10, clips_per_class: int = 2, se
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
     specs = clip_specs(actors, clips_per_class)
-    _remove_stale(out, {s.clip_id for s in specs})
+    remove_stale(out, {f"{folder}/{s.clip_id}.{ext}" for s in specs
+                       for folder, ext in (("VideoFlash", "flv"), ("AudioWAV", "wav"))}, "CREMA-D")
     settings = Settings(seconds=float(seconds), fps=int(fps), size=int(size), seed=int(seed))
     jobs = [(out, spec, settings) for spec in specs]
     workers = min(workers or min(2, os.cpu_count() or 1), len(jobs))

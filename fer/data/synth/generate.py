@@ -133,35 +133,44 @@ def _render_star(args) -> dict:
     return render_clip(*args)
 
 
+def media_problems(seconds, fps, size) -> list[str]:
+    """What is wrong with a synthetic corpus's clip length, frame rate and frame size."""
+    problems = []
+    if not 0.5 <= seconds <= 60:
+        problems.append(f"seconds={seconds}: must be 0.5..60")
+    if not 1 <= fps <= 120:
+        problems.append(f"fps={fps}: must be 1..120")
+    if size < 32 or size % 2:
+        problems.append(f"size={size}: must be even and at least 32 (yuv420p video)")
+    return problems
+
+
 def _validate(actors, clips_per_class, seconds, fps, size) -> None:
     problems = []
     if not 1 <= actors <= 24:
         problems.append(f"actors={actors}: must be 1..24")
     if clips_per_class is not None and not 1 <= clips_per_class <= 8:
         problems.append(f"clips_per_class={clips_per_class}: must be 1..8 or None (real counts)")
-    if not 0.5 <= seconds <= 60:
-        problems.append(f"seconds={seconds}: must be 0.5..60")
-    if not 1 <= fps <= 120:
-        problems.append(f"fps={fps}: must be 1..120")
-    if size < 32 or size % 2:
-        problems.append(f"size={size}: must be even and at least 32 (H.264 yuv420p)")
+    problems += media_problems(seconds, fps, size)
     if problems:
         raise ValueError("synthetic RAVDESS: " + "; ".join(problems))
 
 
-def _remove_stale(out: Path, keep: set[str]) -> None:
-    """Delete clips listed by a previous manifest in ``out`` that this run does not write."""
+def remove_stale(out: Path, keep: set[str], corpus: str = "RAVDESS") -> None:
+    """Delete the files (``file``, ``wav``) of clips a previous manifest in ``out`` lists, when this
+    run does not write them (``keep``: paths relative to ``out``)."""
     old = out / MANIFEST
     if not old.is_file():
         return
     try:
         clips = json.loads(old.read_text())["clips"]
     except (json.JSONDecodeError, KeyError) as exc:
-        raise ValueError(f"{old}: not a synthetic RAVDESS manifest ({exc}); "
+        raise ValueError(f"{old}: not a synthetic {corpus} manifest ({exc}); "
                          "remove it or choose another --out") from exc
     for entry in clips.values():
-        if entry["file"] not in keep:
-            (out / entry["file"]).unlink(missing_ok=True)
+        for key in ("file", "wav"):
+            if key in entry and entry[key] not in keep:
+                (out / entry[key]).unlink(missing_ok=True)
 
 
 def _write_json(path: Path, obj: dict) -> None:
@@ -195,7 +204,7 @@ def generate(out: Path, *, actors: int = 24, clips_per_class: int | None = None,
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
     specs = clip_specs(actors, clips_per_class)
-    _remove_stale(out, {s.relpath for s in specs})
+    remove_stale(out, {s.relpath for s in specs})
     settings = Settings(seconds=float(seconds), fps=int(fps), size=int(size), seed=int(seed))
     jobs = [(out, spec, settings) for spec in specs]
     workers = min(workers or min(2, os.cpu_count() or 1), len(jobs))
