@@ -189,9 +189,9 @@ def run_study(name: str, ablations, opts: RunOptions, *,
         WorkerFailure: an error every unit would hit; the unit in progress is queued again.
     """
     data_root = opts.require_data_root("study")
+    check_study(name, ablations, opts)  # every cell builds and finds its weights, before the ledger
     cells, units = plan(name, ablations, opts)
     preset = ablations.study_preset(name, opts.preset)
-    check_study(name, ablations, opts)  # every cell builds and finds its weights, before the ledger
     run_fn = run_fn or _default_run_fn()
     procs = _Processes()
     state = _WorkerState()

@@ -45,6 +45,16 @@ class FakeResult:
     confusion_test: np.ndarray = field(default_factory=lambda: np.eye(8, dtype=int))
 
 
+def named_clips(root: Path) -> Path:
+    """One empty speech clip with a real RAVDESS name per actor under ``root``: what the index,
+    the folds and the data manifest read (names and sizes). Returns ``root``."""
+    for actor in range(1, 25):
+        d = root / f"Actor_{actor:02d}"
+        d.mkdir(parents=True)
+        (d / f"01-01-01-01-01-01-{actor:02d}.mp4").write_bytes(b"x")
+    return root
+
+
 def make_run_fn(markers: Path, seconds: float, fail_cells: tuple[str, ...] = ()):
     def run_fn(cfg, *, data_root, cache_dir, fold, seed, callback, max_epochs):
         cell = cfg.model.modality

@@ -74,10 +74,7 @@ def ws(tmp_path, monkeypatch):
     """A working folder with the ablations file, a data root, and where ledger and store would go."""
     monkeypatch.chdir(tmp_path)
     monkeypatch.delenv("FER_DATA_ROOT", raising=False)
-    for actor in range(1, 25):
-        d = tmp_path / "ravdess" / f"Actor_{actor:02d}"
-        d.mkdir(parents=True)
-        (d / f"01-01-01-01-01-01-{actor:02d}.mp4").write_bytes(b"x")
+    fake_worker.named_clips(tmp_path / "ravdess")
     path = tmp_path / "ablations.yaml"
     path.write_text(yaml.safe_dump(ABLATIONS))
     return tmp_path

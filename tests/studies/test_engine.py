@@ -27,10 +27,7 @@ N_UNITS = 4  # 2 cells x 2 folds x 1 seed
 def data_root(tmp_path):
     """Empty files with real names: enough for the data manifest (names and sizes)."""
     root = tmp_path / "ravdess"
-    for actor in range(1, 25):
-        d = root / f"Actor_{actor:02d}"
-        d.mkdir(parents=True)
-        (d / f"01-01-01-01-01-01-{actor:02d}.mp4").write_bytes(b"x")
+    fake_worker.named_clips(root)
     return root
 
 

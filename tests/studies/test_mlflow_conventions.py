@@ -26,10 +26,7 @@ SPLIT_COUNTS = {"n_train": 16, "n_val": 4, "n_test": 4}
 def data_root(tmp_path):
     """Empty files with real names, one speech clip per actor: what the index and folds read."""
     root = tmp_path / "ravdess"
-    for actor in range(1, 25):
-        d = root / f"Actor_{actor:02d}"
-        d.mkdir(parents=True)
-        (d / f"01-01-01-01-01-01-{actor:02d}.mp4").write_bytes(b"x")
+    fake_worker.named_clips(root)
     return root
 
 

@@ -47,10 +47,7 @@ finally:
 
 def ravdess(root: Path) -> Path:
     """Empty files with real names: enough to plan a study."""
-    for actor in range(1, 25):
-        d = root / f"Actor_{actor:02d}"
-        d.mkdir(parents=True)
-        (d / f"01-01-01-01-01-01-{actor:02d}.mp4").write_bytes(b"x")
+    fake_worker.named_clips(root)
     return root
 
 

@@ -27,10 +27,7 @@ def test_the_search_objective_is_named_in_the_ledger(tmp_path, monkeypatch):
     module = types.ModuleType("fer.train.run")
     module.run_unit = lambda cfg, **kw: fake_worker.FakeResult(metrics={"val/uar_best": 0.5})
     monkeypatch.setitem(sys.modules, "fer.train.run", module)
-    for actor in range(1, 25):
-        d = tmp_path / "ravdess" / f"Actor_{actor:02d}"
-        d.mkdir(parents=True)
-        (d / f"01-01-01-01-01-01-{actor:02d}.mp4").write_bytes(b"x")
+    fake_worker.named_clips(tmp_path / "ravdess")
     (tmp_path / "ablations.yaml").write_text(yaml.safe_dump(SEARCH))
     storage = tmp_path / "ledger.journal"
     result = CliRunner().invoke(cli, ["--ablations", str(tmp_path / "ablations.yaml"), "tune", "toy",

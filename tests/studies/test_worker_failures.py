@@ -93,10 +93,7 @@ UNIT_FAILURES = [
 
 def ravdess(root: Path) -> None:
     """Empty files with real names: enough for the data manifest (names and sizes)."""
-    for actor in range(1, 25):
-        d = root / f"Actor_{actor:02d}"
-        d.mkdir(parents=True)
-        (d / f"01-01-01-01-01-01-{actor:02d}.mp4").write_bytes(b"x")
+    fake_worker.named_clips(root)
 
 
 @pytest.fixture()
