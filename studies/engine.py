@@ -18,7 +18,9 @@ from __future__ import annotations
 import contextlib
 import hashlib
 import json
+import os
 import statistics
+import warnings
 from pathlib import Path
 from typing import Any, Callable
 
@@ -153,16 +155,27 @@ class _Tracker:
         self.client.set_terminated(parent, "FINISHED")
 
 
+def single_process_cpu_launch(environ=os.environ) -> bool:
+    """True under ``accelerate launch --cpu --num_processes N`` (N > 1) without MPI: Accelerate's simple
+    launcher sets the rendezvous address for N processes but starts one."""
+    return (environ.get("ACCELERATE_USE_CPU", "").lower() == "true" and "MASTER_PORT" in environ
+            and not {"WORLD_SIZE", "PMI_SIZE", "OMPI_COMM_WORLD_SIZE"} & set(environ))
+
+
 class _Processes:
     """Under ``accelerate launch`` (several processes, one unit at a time across all of them) the
     main process alone talks to the ledger and MLflow, and tells the others which unit is next.
     A plain ``python runner.py study`` is one process and all of this is a no-op."""
 
     def __init__(self):
-        from accelerate import PartialState
+        from fer.train.loop import distributed_state
 
-        state = PartialState()
+        state = distributed_state()
         self.main, self.many = state.is_main_process, state.num_processes > 1
+        if not self.many and single_process_cpu_launch():
+            warnings.warn("accelerate launch --cpu starts ONE process (its several-process CPU mode needs "
+                          "MPI); for N data-parallel processes on CPU: accelerate launch --multi_gpu "
+                          "--num_processes N runner.py study ...", stacklevel=2)
 
     def share(self, value):
         """The main process's ``value`` on every process."""

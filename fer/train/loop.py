@@ -59,12 +59,23 @@ class FitResult:
     best_val: Evaluation  # the validation split at the best epoch
     test: Evaluation | None  # the test split under the best weights, evaluated once (None: no test loader)
     train_clips_per_s: float  # training clips per second over all processes, evaluation excluded
+    effective_batch: int = 0  # clips per optimizer update: batch_size x processes x grad_accum
+    processes: int = 1  # data-parallel processes (accelerate launch --num_processes)
 
 
 def _loss_step(model: nn.Module, batch: dict, loss_fn: nn.Module) -> tuple[torch.Tensor, torch.Tensor]:
     """The one step: forward a batch, return (mean loss, logits (B, 8))."""
     logits = model(batch)  # (B, 8); autocast comes from accelerator.prepare
     return loss_fn(logits.float(), batch["label"]), logits
+
+
+def distributed_state():
+    """Accelerate's process state, created on first use. Without CUDA the launched processes
+    (``accelerate launch --multi_gpu --num_processes N`` or ``torchrun``) join one process group over
+    gloo; left to itself, Accelerate would treat each of them as a separate single process."""
+    from accelerate import PartialState
+
+    return PartialState(cpu=not torch.cuda.is_available())
 
 
 def make_accelerator(precision: str, grad_accum: int):
@@ -235,4 +246,6 @@ def fit(model: nn.Module, *, train_loader, val_loader, test_loader, cfg: TrainCo
     finally:
         accelerator.free_memory()
     return FitResult(history=history, best_epoch=best_epoch, best_val=best_val, test=test,
-                     train_clips_per_s=train_clips / train_time)
+                     train_clips_per_s=train_clips / train_time,
+                     effective_batch=cfg.batch_size * accelerator.num_processes * cfg.grad_accum,
+                     processes=accelerator.num_processes)

@@ -12,7 +12,8 @@ numbers, with the protocol's warning printed and returned in ``UnitResult.warnin
 protocol names validation actors of which none are in the data is an error, never a silent
 fallback to the test actors.
 
-Several GPUs: ``accelerate launch --num_processes N script.py``, where every process calls
+Several GPUs: ``accelerate launch --num_processes N script.py`` (on CPU: ``--multi_gpu``, which
+starts the processes, joined over gloo by ``fer.train.loop.distributed_state``), where every process calls
 ``run_unit`` with the same arguments, works unchanged. Preparation runs on the main process first
 (the others then find the entries cached); each process builds the same seeded model, Accelerate
 wraps it in DistributedDataParallel and shards the loaders (the shuffle generator is synchronised
@@ -45,7 +46,7 @@ from fer.data.protocols import Fold, Protocol, get_protocol
 from fer.data.ravdess import Clip
 from fer.labels import EMOTIONS, emotions
 from fer.train.checkpoint import UnitWeights, unit_weights
-from fer.train.loop import EpochCallback, Evaluation, fit
+from fer.train.loop import EpochCallback, Evaluation, distributed_state, fit
 
 
 @dataclass
@@ -54,7 +55,8 @@ class UnitResult:
 
     ``metrics``: ``test/war``, ``test/uar``, ``test/f1``, ``test/recall/<emotion>``,
     ``best_epoch``, ``epochs_trained``, ``val/{war,uar,f1,loss}_best``, ``params/total``,
-    ``params/trainable``, ``gflops_per_clip``, ``train/clips_per_s``, ``peak_mem_mb``, ``model_mb``
+    ``params/trainable``, ``gflops_per_clip``, ``train/clips_per_s``, ``train/effective_batch`` (clips
+    per optimizer update over all processes), ``train/processes``, ``peak_mem_mb``, ``model_mb``
     (size of the saved tensors of ``weights``, 0 when none are kept).
     """
 
@@ -188,8 +190,6 @@ def prepare_fold(cfg: RunConfig, *, data_root: str | Path, cache_dir: str | Path
     Raises:
         ValueError: a bad fold, or a split without any prepared clip.
     """
-    from accelerate import PartialState
-
     dataset = get_dataset(cfg.data.dataset)
     protocol = dataset.protocol(cfg.data.protocol, data_root)
     chosen, by_split = split_clips(dataset.index(data_root, cfg.data), protocol, fold)
@@ -201,7 +201,7 @@ def prepare_fold(cfg: RunConfig, *, data_root: str | Path, cache_dir: str | Path
                              "without touching the test actors is impossible (use ravdess-6fold)")
         by_split = {**by_split, "test": []}
     needed = [c for clips in by_split.values() for c in clips]
-    with PartialState().main_process_first():
+    with distributed_state().main_process_first():
         entries = ensure_prepared(needed, cache_dir, PrepareSettings.from_data_config(cfg.data),
                                   workers=prepare_workers)
     if len(entries) < len(needed):
@@ -269,7 +269,6 @@ def run_unit(cfg: RunConfig, *, data_root: str | Path, cache_dir: str | Path, fo
         fer.train.loop.NonFiniteLossError: the loss became NaN or infinite.
         fer.weights.MissingWeightsError: a pretrained checkpoint is not on this machine (before any work).
     """
-    from accelerate import PartialState
     from accelerate.utils import set_seed
 
     from fer.models.model import build_model
@@ -286,7 +285,7 @@ def run_unit(cfg: RunConfig, *, data_root: str | Path, cache_dir: str | Path, fo
                                    prepare_workers=prepare_workers, notes=notes,
                                    evaluate_test=evaluate_test)
     used = {c.clip_id: entries[c.clip_id] for clips in splits.values() for c in clips}
-    t, device = cfg.train, PartialState().device
+    t, device = cfg.train, distributed_state().device
     labels = emotions(cfg.data.dataset)
     weights = None
     if t.class_weights:
@@ -305,7 +304,7 @@ def run_unit(cfg: RunConfig, *, data_root: str | Path, cache_dir: str | Path, fo
                  sum(p.numel() for p in model.parameters() if p.requires_grad))
         # Frozen, unaugmented encoders run once per clip into the shared feature cache; the
         # datasets then hand their outputs to the model instead of frames or audio.
-        with PartialState().main_process_first():
+        with distributed_state().main_process_first():
             features = prepare_features(model, ucfg, used, cache_dir, prepare_key_of(used),
                                         batch_size=tcfg.eval_batch_size or tcfg.batch_size, device=device,
                                         num_workers=tcfg.num_workers)
@@ -343,6 +342,8 @@ def run_unit(cfg: RunConfig, *, data_root: str | Path, cache_dir: str | Path, fo
         "params/trainable": float(params_trainable),
         "gflops_per_clip": profile.gflops_per_clip(),
         "train/clips_per_s": result.train_clips_per_s,
+        "train/effective_batch": float(result.effective_batch),
+        "train/processes": float(result.processes),
         "peak_mem_mb": memory.mb,
         "model_mb": 0.0 if saved is None else saved.mb,
     })

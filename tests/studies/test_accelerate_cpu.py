@@ -1,4 +1,6 @@
-"""``accelerate launch --cpu --num_processes 2 runner.py study ...``: two processes (gloo), one worker.
+"""``accelerate launch --multi_gpu --num_processes 2 runner.py study ...`` on CPU: two processes (gloo), one worker.
+
+(Accelerate's ``--cpu`` flag starts one process unless MPI is set up; the worker says so.)
 
 The launched processes train each unit data-parallel; the main process alone claims it in the
 ledger and logs it. ``train.batch_size`` is per process, so 2 processes x 4 clips make the same
@@ -74,7 +76,7 @@ def unit_run(out: Path):
 @pytest.mark.slow
 def test_accelerate_launch_on_cpu_is_one_worker_logging_each_unit_once_like_one_process(data, tmp_path):
     launched = study(data, tmp_path / "two", batch=4, launcher=[
-        sys.executable, "-m", "accelerate.commands.launch", "--cpu", "--num_processes", "2", "--num_machines", "1",
+        sys.executable, "-m", "accelerate.commands.launch", "--multi_gpu", "--num_processes", "2", "--num_machines", "1",
         "--mixed_precision", "no", "--dynamo_backend", "no", "--main_process_port", str(pg_server.free_port())])
     single = study(data, tmp_path / "one", batch=8, launcher=[sys.executable])
 
@@ -84,6 +86,9 @@ def test_accelerate_launch_on_cpu_is_one_worker_logging_each_unit_once_like_one_
     one_client, one = unit_run(tmp_path / "one")
     assert two.info.status == "FINISHED" and two.data.params["train.batch_size"] == "4"
     assert one.data.params["train.batch_size"] == "8"
+    # The same clips per optimizer update: 2 processes x 4 = 1 process x 8 (logged by the unit).
+    assert (two.data.metrics["train/processes"], two.data.metrics["train/effective_batch"]) == (2, 8)
+    assert (one.data.metrics["train/processes"], one.data.metrics["train/effective_batch"]) == (1, 8)
     history = client.get_metric_history(two.info.run_id, "train/loss")
     assert sorted(m.step for m in history) == list(range(1, EPOCHS + 1)), "each epoch logged once"
 
@@ -97,3 +102,17 @@ def test_accelerate_launch_on_cpu_is_one_worker_logging_each_unit_once_like_one_
     assert loss_two == pytest.approx(loss_one, rel=0.05)
     for name in ("test/uar", "test/war", "test/f1"):
         assert two.data.metrics[name] == pytest.approx(one.data.metrics[name], abs=0.1), name
+
+
+def test_accelerate_launch_cpu_starting_one_process_for_several_is_said(monkeypatch):
+    from studies.engine import _Processes, single_process_cpu_launch
+
+    simple = {"ACCELERATE_USE_CPU": "True", "MASTER_ADDR": "127.0.0.1", "MASTER_PORT": "29500"}
+    assert single_process_cpu_launch(simple)  # what `accelerate launch --cpu --num_processes 2` sets
+    assert not single_process_cpu_launch({**simple, "WORLD_SIZE": "2"})  # torchrun's processes
+    assert not single_process_cpu_launch({**simple, "ACCELERATE_USE_CPU": "False"})
+    assert not single_process_cpu_launch({"ACCELERATE_USE_CPU": "True"})  # --num_processes 1
+    for name, value in simple.items():
+        monkeypatch.setenv(name, value)
+    with pytest.warns(UserWarning, match=r"starts ONE process .* accelerate launch --multi_gpu --num_processes N"):
+        assert not _Processes().many
