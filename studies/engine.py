@@ -177,6 +177,17 @@ class _Processes:
                           "MPI); for N data-parallel processes on CPU: accelerate launch --multi_gpu "
                           "--num_processes N runner.py study ...", stacklevel=2)
 
+    def close(self) -> None:
+        """Leave the process group together: a gloo group left to interpreter exit may abort the
+        process ("terminate called without an active exception") after its work is done."""
+        if not self.many:
+            return
+        import torch.distributed as dist
+
+        if dist.is_initialized():
+            dist.barrier()
+            dist.destroy_process_group()
+
     def share(self, value):
         """The main process's ``value`` on every process."""
         if not self.many:
@@ -213,7 +224,9 @@ def run_study(name: str, ablations, opts: RunOptions, *,
             state.ledger = Ledger(opts.storage, f"ledger:{name}", lease=opts.lease)
             with state.ledger.lock():  # workers starting together must not race to create the tracking store
                 state.tracker = _Tracker(name, opts.tracking_uri, state.ledger)
-        return _work(name, cells, units, opts, data_root, run_fn, procs, state, echo)
+        done = _work(name, cells, units, opts, data_root, run_fn, procs, state, echo)
+        procs.close()  # not on an error: the other processes may never reach its barrier
+        return done
     except Exception as exc:
         reason = worker_failure(exc, data_root=data_root)
         if reason is None:
