@@ -200,20 +200,23 @@ def _check_study(name: str, spec: StudySpec, defaults: Defaults) -> list[tuple[s
         return [(_locate(where, spec, p), m) for p, m in exc.errors]
     if spec.reference_cell() is None:
         errors.append((f"{where}.reference", f"{spec.reference} matches no cell of the grid"))
-    protocols = dict.fromkeys(c.config.data.protocol for c in cells)  # an axis may vary it
+    # an axis may vary the protocol or the dataset
+    protocols = dict.fromkeys((c.config.data.dataset, c.config.data.protocol) for c in cells)
     declared = "data.protocol" in spec.axes or "data.protocol" in spec.overrides
     protocol_at = _locate(where, spec, "data.protocol") if declared else "defaults.overrides.data.protocol"
-    return errors + [e for protocol in protocols for e in _check_folds(where, spec.folds, protocol, protocol_at)]
+    return errors + [e for dataset, protocol in protocols
+                     for e in _check_folds(where, spec.folds, protocol, protocol_at, dataset)]
 
 
-def _check_folds(where: str, folds, protocol: str, protocol_at: str) -> list[tuple[str, str]]:
-    """Declared fold indices that the protocol does not have, at ``where.folds``; an unknown
-    protocol at ``protocol_at``."""
+def _check_folds(where: str, folds, protocol: str, protocol_at: str,
+                 dataset: str = "ravdess") -> list[tuple[str, str]]:
+    """Declared fold indices that the dataset's protocol does not have, at ``where.folds``; an
+    unknown protocol at ``protocol_at``."""
     from fer.data.protocols import ProtocolError
     from studies.grid import resolve_folds
 
     try:
-        resolve_folds(folds, protocol)
+        resolve_folds(folds, protocol, dataset)
     except ConfigError as exc:
         return [(f"{where}.{p}", m) for p, m in exc.errors]
     except ProtocolError as exc:
@@ -246,7 +249,7 @@ def _check_search(name: str, spec: SearchSpec, defaults: Defaults) -> list[tuple
         return [(f"{where}.space.{p}", m) for p, m in exc.errors]
     protocol_at = next((f"{where}.{key}.data.protocol" for key, paths in (("overrides", spec.overrides),
                         ("space", spec.space)) if "data.protocol" in paths), "defaults.overrides.data.protocol")
-    return _check_folds(where, spec.folds, cfg.data.protocol, protocol_at)
+    return _check_folds(where, spec.folds, cfg.data.protocol, protocol_at, cfg.data.dataset)
 
 
 def validate(raw: Any, source: str = "ablations.yaml") -> Ablations:
