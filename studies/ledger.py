@@ -103,6 +103,17 @@ def _rdb_storage(url: str, attempts: int = 5):
             if attempt == attempts - 1:
                 raise
             time.sleep(0.2 * (attempt + 1))
+        except RuntimeError as exc:
+            if "table schema" not in str(exc):
+                raise
+            from sqlalchemy.engine import make_url
+
+            from studies.failures import StoreError
+
+            shown = make_url(url).render_as_string(hide_password=True)
+            raise StoreError(f"--storage {shown}: this database holds another program's tables (an MLflow "
+                             "tracking store?); give the ledger a database of its own, e.g. "
+                             "--storage sqlite:///ledger.db or a journal file") from None
 
 
 def _crashes(trials: list) -> int:

@@ -123,6 +123,10 @@ CASES = {
                      "folder {ws}/missing does not exist"),
     "dashboard-no-driver": (["dashboard", "--storage", NO_DRIVER], 1, "database driver 'pg8000' is not installed"),
     "dashboard-no-server": (["dashboard", "--storage", NO_SERVER], 1, "cannot reach the database server"),
+    "study-ledger-in-mlflow-store": (["study", "modality", "--dry-run", "--storage", "sqlite:///{ws}/mlstore.db"], 1,
+                                     "this database holds another program's tables (an MLflow tracking store?)"),
+    "tune-ledger-in-mlflow-store": (["tune", "fusion-hparams", "--data-root", "{ws}/FAKE", "--storage",
+                                     "sqlite:///{ws}/mlstore.db"], 1, "give the ledger a database of its own"),
 }
 
 
@@ -135,6 +139,9 @@ def ws(tmp_path_factory) -> Path:
     (ws / "FILE").write_text("a file where a folder would go")
     (ws / "clip.mp4").write_bytes(b"x")
     (ws / "paper.yaml").write_text(yaml.safe_dump(PAPER))
+    from mlflow import MlflowClient
+
+    MlflowClient(f"sqlite:///{ws / 'mlstore.db'}").search_experiments()  # an MLflow store: its tables made
     return ws
 
 
