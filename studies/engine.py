@@ -59,7 +59,8 @@ def plan(name: str, ablations, opts: RunOptions) -> tuple[list[Cell], list[Unit]
     overrides = dict(opts.overrides)
     if not opts.feature_cache:
         overrides["train.feature_cache"] = False  # part of the config, so of the unit key too
-    cells = expand_cells(spec, ablations.defaults, preset=ablations.study_preset(name, opts.preset), overrides=overrides)
+    preset = ablations.study_preset(name, opts.preset)
+    cells = expand_cells(spec, ablations.defaults, preset=preset, overrides=overrides)
     cfg0 = cells[0].config
     folds = resolve_folds(opts.folds if opts.folds is not None else spec.folds, cfg0.data.protocol,
                           cfg0.data.dataset)
