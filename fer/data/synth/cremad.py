@@ -22,10 +22,7 @@ from __future__ import annotations
 import csv
 import io
 import json
-import os
-from concurrent.futures import ProcessPoolExecutor
 from dataclasses import asdict, dataclass
-from multiprocessing import get_context
 from pathlib import Path
 
 import numpy as np
@@ -34,7 +31,7 @@ from fer.atomic import atomic_write_text
 from fer.data import cremad
 from fer.data.synth import truth
 from fer.data.synth.generate import (KEYPOINT_NAMES, MANIFEST, Settings, media_problems, planted_cues, remove_stale,
-                                     render_media)
+                                     render_all, render_media)
 from fer.data.synth.plan import ClipSpec
 from fer.data.synth.voice import SAMPLE_RATE
 from fer.data.synth.writer import FLV_AUDIO_RATE, write_flv, write_wav
@@ -129,15 +126,6 @@ def render_clip(out: Path, spec: CremaSpec, settings: Settings) -> dict:
             **planted_cues(clip)}
 
 
-def _render_star(args) -> dict:
-    return render_clip(*args)
-
-
-def _worker_init() -> None:
-    import cv2
-
-    cv2.setNumThreads(1)  # parallelism is over clips
-
 
 def _csv(rows: list[list]) -> str:
     """CREMA-D's CSV dialect: strings quoted, numbers bare."""
@@ -207,13 +195,7 @@ def generate_cremad(out: Path, *, actors: int = 10, clips_per_class: int = 2, se
     remove_stale(out, {f"{folder}/{s.clip_id}.{ext}" for s in specs
                        for folder, ext in (("VideoFlash", "flv"), ("AudioWAV", "wav"))}, "CREMA-D")
     settings = Settings(seconds=float(seconds), fps=int(fps), size=int(size), seed=int(seed))
-    jobs = [(out, spec, settings) for spec in specs]
-    workers = min(workers or min(2, os.cpu_count() or 1), len(jobs))
-    if workers == 1:
-        entries = [_render_star(job) for job in jobs]
-    else:
-        with ProcessPoolExecutor(workers, mp_context=get_context("spawn"), initializer=_worker_init) as pool:
-            entries = list(pool.map(_render_star, jobs, chunksize=4))
+    entries = render_all(render_clip, [(out, spec, settings) for spec in specs], workers)
     votes = {s.clip_id: human_votes(seed, s) for s in specs}
     atomic_write_text(out / cremad.DEMOGRAPHICS, _demographics(actors, seed))
     atomic_write_text(out / cremad.SUMMARY_TABLE, _summary_table(specs, votes, seed))

@@ -129,8 +129,14 @@ def _worker_init() -> None:
     cv2.setNumThreads(1)  # parallelism is over clips
 
 
-def _render_star(args) -> dict:
-    return render_clip(*args)
+def render_all(render, jobs: list[tuple], workers: int | None) -> list[dict]:
+    """``render(*job)`` for every job, in order: in this process (one worker) or in spawned
+    processes (default: 2, at most the CPU count)."""
+    workers = min(workers or min(2, os.cpu_count() or 1), len(jobs))
+    if workers == 1:
+        return [render(*job) for job in jobs]
+    with ProcessPoolExecutor(workers, mp_context=get_context("spawn"), initializer=_worker_init) as pool:
+        return list(pool.map(render, *zip(*jobs), chunksize=4))
 
 
 def media_problems(seconds, fps, size) -> list[str]:
@@ -206,14 +212,7 @@ def generate(out: Path, *, actors: int = 24, clips_per_class: int | None = None,
     specs = clip_specs(actors, clips_per_class)
     remove_stale(out, {s.relpath for s in specs})
     settings = Settings(seconds=float(seconds), fps=int(fps), size=int(size), seed=int(seed))
-    jobs = [(out, spec, settings) for spec in specs]
-    workers = min(workers or min(2, os.cpu_count() or 1), len(jobs))
-    if workers == 1:
-        entries = [_render_star(job) for job in jobs]
-    else:
-        with ProcessPoolExecutor(workers, mp_context=get_context("spawn"),
-                                 initializer=_worker_init) as pool:
-            entries = list(pool.map(_render_star, jobs, chunksize=4))
+    entries = render_all(render_clip, [(out, spec, settings) for spec in specs], workers)
     manifest = {
         "format": "fer-synth-manifest",
         "version": 1,
