@@ -537,9 +537,11 @@ def _study_report(spec, name: str, **kwargs) -> list[Path]:
 @cli.command()
 @click.argument("name")
 @click.option("--out", "out_dir", type=click.Path(path_type=Path, file_okay=False), default=None,
-              show_default="reports/NAME")
+              show_default="reports/NAME, reports/NAME-DATASET with --dataset")
 @tracking_option
 @click.option("--storage", default=DEFAULT_STORAGE, show_default=True, help="Optuna storage (searches).")
+@click.option("--dataset", type=click.Choice(["ravdess", "crema-d"]), default=None,
+              help="Report the study's units on this dataset (needed when it ran on both).")
 @click.option("--metric", default="test/uar", show_default=True)
 @click.option("--note", default=None, help="A line for the top of the report's README.")
 @cache_option
@@ -551,11 +553,11 @@ def _study_report(spec, name: str, **kwargs) -> list[Path]:
               help="CREMA-D folder whose processedResults/summaryTable.csv gives the human (majority vote) rows "
                    "(default: the data root the units logged).")
 @click.pass_context
-def report(ctx, name, out_dir, tracking_uri, storage, metric, note, cache_dir, face_model, examples,
+def report(ctx, name, out_dir, tracking_uri, storage, dataset, metric, note, cache_dir, face_model, examples,
            data_root) -> None:
     """Tables, figures and confusion matrices of study NAME (or search NAME) from MLflow alone."""
     spec = _ablations(ctx)
-    out_dir = out_dir or Path("reports") / name
+    out_dir = out_dir or Path("reports") / (name if dataset is None else f"{name}-{dataset}")
     if name not in spec.studies and name not in spec.searches:
         _fail(f"{name!r} is neither a declared study nor a search "
               f"(studies: {', '.join(spec.studies)}; searches: {', '.join(spec.searches)})", 2)
@@ -568,7 +570,7 @@ def report(ctx, name, out_dir, tracking_uri, storage, metric, note, cache_dir, f
         else:
             files = _study_report(spec, name, tracking_uri=tracking_uri, out_dir=out_dir, metric=metric, note=note,
                                   cache_dir=cache_dir, face_model=face_model, examples=examples,
-                                  data_root=data_root)
+                                  data_root=data_root, dataset=dataset)
     click.echo(f"wrote {len(files)} files to {out_dir}")
 
 

@@ -198,7 +198,8 @@ def order_cells(units: pd.DataFrame, axes: Sequence[str], cell_order: Sequence[s
     return declared + rest
 
 
-def load_study_runs(study: str, tracking_uri: str, *, cell_order: Sequence[str] | None = None) -> pd.DataFrame:
+def load_study_runs(study: str, tracking_uri: str, *, cell_order: Sequence[str] | None = None,
+                    dataset: str | None = None) -> pd.DataFrame:
     """Read every unit run of ``study`` from MLflow into a tidy frame, one row per unit.
 
     Where a unit has several runs (a crash, then a resume), the latest FINISHED run is kept, or
@@ -208,6 +209,8 @@ def load_study_runs(study: str, tracking_uri: str, *, cell_order: Sequence[str] 
         study: study name (= MLflow experiment name).
         tracking_uri: MLflow tracking URI, e.g. ``sqlite:///mlflow.db``.
         cell_order: declared cell order; without it cells are sorted by their axis values.
+        dataset: keep the units of this dataset only; None: the study's units must all be of one
+            dataset (a study run on RAVDESS and on CREMA-D is reported per dataset).
 
     Returns:
         Columns: study, cell, one per axis (``attrs["axes"]`` maps column -> dotted path),
@@ -221,7 +224,8 @@ def load_study_runs(study: str, tracking_uri: str, *, cell_order: Sequence[str] 
         unit's}).
 
     Raises:
-        ReportError: no experiment named ``study``, no unit run in it, or a run with bad tags.
+        ReportError: no experiment named ``study``, no unit run in it (of ``dataset``), a run with
+            bad tags, or units of several datasets and no ``dataset`` chosen.
     """
     from mlflow import MlflowClient
 
@@ -234,6 +238,15 @@ def load_study_runs(study: str, tracking_uri: str, *, cell_order: Sequence[str] 
         raise ReportError(f"experiment {study!r} in {tracking_uri} has no unit runs (tag kind=unit)")
 
     rows = [_unit_row(run, study) for run in runs]
+    found = sorted({r["dataset"] for r in rows})
+    if dataset is not None:
+        rows = [r for r in rows if r["dataset"] == dataset]
+        if not rows:
+            raise ReportError(f"experiment {study!r} in {tracking_uri} has no unit runs on dataset {dataset!r} "
+                              f"(its units are on: {', '.join(found)})")
+    elif len(found) > 1:  # the same cell, fold and seed on two datasets are two different units
+        raise ReportError(f"experiment {study!r} holds units of several datasets ({', '.join(found)}): "
+                          f"report one at a time with --dataset {found[0]} (or {', '.join(found[1:])})")
     missing_cell = [r["run_id"] for r in rows if not r["cell"]]
     if missing_cell:
         raise ReportError(f"experiment {study!r}: runs without a 'cell' tag: {', '.join(sorted(missing_cell))}")

@@ -69,7 +69,8 @@ def write_study_report(study: str, *, tracking_uri: str, out_dir: Path, metric: 
                        reference: str | None = None, command: str | None = None,
                        cell_order: Sequence[str] | None = None, note: str | None = None,
                        cache_dir: Path | None = None, face_model: Path | None = None,
-                       examples: int = 0, data_root: Path | None = None) -> list[Path]:
+                       examples: int = 0, data_root: Path | None = None,
+                       dataset: str | None = None) -> list[Path]:
     """Write tables, figures, confusion matrices and a README for one study into ``out_dir``.
 
     Args:
@@ -90,6 +91,7 @@ def write_study_report(study: str, *, tracking_uri: str, out_dir: Path, metric: 
         data_root: the CREMA-D folder of a CREMA-D study: its ``processedResults/summaryTable.csv``
             gives the ``human (majority vote)`` rows and figure lines (ignored for RAVDESS). None:
             the data root the units logged (their MLflow dataset input), where it is on this machine.
+        dataset: report the study's units on this dataset (needed when it ran on several).
 
     Returns:
         Every written path, README.md last.
@@ -98,7 +100,7 @@ def write_study_report(study: str, *, tracking_uri: str, out_dir: Path, metric: 
         ReportError: no experiment, no finished unit, unknown metric or reference cell, bad artifact.
     """
     out_dir = Path(out_dir)
-    units = load_study_runs(study, tracking_uri, cell_order=cell_order)
+    units = load_study_runs(study, tracking_uri, cell_order=cell_order, dataset=dataset)
     if finished(units).empty:
         counts = ", ".join(f"{s} {n}" for s, n in units["status"].value_counts().sort_index().items())
         raise ReportError(f"study {study!r}: no finished unit in {tracking_uri} ({counts}); nothing to report")

@@ -42,19 +42,20 @@ def unit_uar(cell: str, fold: int) -> float:
 
 
 def _log_unit(client, exp, parent, cell: str, fold: int, tmp, confusion_labels=CREMA, data_root=None,
-              study=STUDY) -> str:
+              study=STUDY, dataset="crema-d", uar_shift=0.0) -> str:
     from mlflow.entities import Dataset, DatasetInput, Metric, Param
 
+    labels = emotions(dataset)
     tags = {"mlflow.parentRunId": parent, "study": study, "cell": cell, "fold": str(fold), "seed": "0",
-            "dataset": "crema-d", "protocol": "crema-d-5fold", "unit_key": f"{cell}-{fold}", "git_commit": "abc1234",
-            "kind": "unit", "axes": json.dumps({"model.modality": cell})}
+            "dataset": dataset, "protocol": "crema-d-5fold", "unit_key": f"{cell}-{fold}-{dataset}",
+            "git_commit": "abc1234", "kind": "unit", "axes": json.dumps({"model.modality": cell})}
     rid = client.create_run(exp, start_time=1_700_000_000_000 + fold, tags=tags).info.run_id
-    uar = unit_uar(cell, fold)
+    uar = unit_uar(cell, fold) + uar_shift
     metrics = {"test/uar": uar, "test/war": uar + 0.02, "test/f1": uar - 0.01, "val/uar_best": uar,
                "best_epoch": 1.0, "params/total": 1e6, "params/trainable": 5e5, "gflops_per_clip": 1.0}
-    metrics.update({f"test/recall/{e}": 0.1 * k for k, e in enumerate(CREMA)})
+    metrics.update({f"test/recall/{e}": 0.1 * k for k, e in enumerate(labels)})
     client.log_batch(rid, metrics=[Metric(k, v, 0, 0) for k, v in metrics.items()],
-                     params=[Param("data.dataset", "crema-d"), Param("data.vocal_channel", "speech"),
+                     params=[Param("data.dataset", dataset), Param("data.vocal_channel", "speech"),
                              Param("model.modality", cell)])
     clips = TEST_CLIPS[fold]
     rows = [{"clip_id": c, "actor": int(c[:4]), "label": CREMA[0], "pred": CREMA[0],
@@ -95,6 +96,14 @@ def store(tmp_path_factory):
         other = client.create_experiment(study, artifact_location=(root / f"artifacts-{study}").as_uri())
         parent = client.create_run(other, tags={"kind": "cell"}).info.run_id
         _log_unit(client, other, parent, "av", 0, upload, study=study, **kwargs)
+    # ``both``: the same cells, folds and seed run on CREMA-D and, later, on RAVDESS (other scores).
+    both = client.create_experiment("both", artifact_location=(root / "artifacts-both").as_uri())
+    for dataset, shift in (("crema-d", 0.0), ("ravdess", 0.2)):
+        for cell in ("audio", "av"):
+            parent = client.create_run(both, tags={"kind": "cell"}).info.run_id
+            for fold in TEST_CLIPS:
+                _log_unit(client, both, parent, cell, fold, upload, study="both", dataset=dataset, uar_shift=shift,
+                          confusion_labels=emotions(dataset))
 
     (data / "processedResults").mkdir(parents=True)
     lines = ['"FileName","VoiceVote","VoiceLevel","FaceVote","FaceLevel","MultiModalVote","MultiModalLevel"']
@@ -199,3 +208,18 @@ def test_a_study_label_set_is_its_datasets_emotions():
     assert study_labels(["crema-d", "ravdess"]) == emotions("ravdess")
     with pytest.raises(KeyError, match="unknown dataset 'iemocap'; known datasets: ravdess, crema-d"):
         study_labels(["iemocap"])
+
+
+def test_a_study_run_on_two_datasets_is_reported_one_dataset_at_a_time(store):
+    uri, _ = store
+    with pytest.raises(ReportError, match=r"holds units of several datasets \(crema-d, ravdess\): report one at "
+                                          r"a time with --dataset crema-d \(or ravdess\)"):
+        load_study_runs("both", uri)
+    for dataset, shift in (("crema-d", 0.0), ("ravdess", 0.2)):
+        units = load_study_runs("both", uri, dataset=dataset)
+        assert set(units["dataset"]) == {dataset} and len(units) == 4  # 2 cells x 2 folds, none taken across
+        expected = [unit_uar(cell, fold) + shift for cell, fold in zip(units["cell"], units["fold"])]
+        assert units["test/uar"].tolist() == pytest.approx(expected)
+        assert units.attrs["emotions"] == emotions(dataset)
+    with pytest.raises(ReportError, match=r"no unit runs on dataset 'ravdess' \(its units are on: crema-d\)"):
+        load_study_runs(STUDY, uri, dataset="ravdess")
